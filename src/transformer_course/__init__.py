@@ -1,0 +1,1 @@
+"""A hands-on course on the Transformer architecture."""

@@ -1,0 +1,41 @@
+"""Visible checks, the ones a student runs in the notebook.
+
+    from transformer_course.checks import check
+    check("softmax", softmax)
+
+They use worked examples and properties only, never the reference implementation, so they
+work from the student bundle alone and give away no answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .exercises import Case, Exercise, ExerciseFailure, get
+from .exercises.compare import call_student
+
+__all__ = ["check", "ExerciseFailure"]
+
+
+def student_caller(exercise: Exercise, fn: Callable[..., Any]) -> Callable[..., tuple]:
+    """``call(label, *args, **kwargs)``: runs ``fn`` through :func:`call_student`."""
+
+    def call(label: str, *args: Any, **kwargs: Any) -> tuple:
+        __tracebackhide__ = True
+        return call_student(exercise, fn, Case(label, args, kwargs))
+
+    return call
+
+
+def check(function: str, fn: Callable[..., Any]) -> None:
+    """Run the visible checks of exercise ``function`` on the student's ``fn``.
+
+    Prints a line when all pass; raises ExerciseFailure with what to fix otherwise.
+    Returns None on purpose: nbgrader would read a returned number as partial credit.
+    """
+    __tracebackhide__ = True
+    exercise = get(function)
+    if not callable(fn):
+        raise ExerciseFailure(f"`{function}` should be a function, but it is a {type(fn).__name__}.")
+    count = exercise.visible_checks(student_caller(exercise, fn))
+    print(f"✓ {function}: all {count} visible checks passed.")

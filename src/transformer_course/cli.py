@@ -1,0 +1,67 @@
+"""The instructor's commands: ``transformer-course release`` and ``transformer-course grade``.
+
+Also runnable as ``python -m transformer_course ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _release(args: argparse.Namespace) -> int:
+    from .grading.course import find_course_root
+    from .grading.release import release
+
+    root = find_course_root()
+    for path in release(root, args.assignment or None):
+        for nb in sorted(path.glob("*.ipynb")):
+            print(f"wrote {nb.relative_to(root)}")
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from .grading.batch import grade_folder, print_summary
+    from .grading.course import find_course_root
+
+    root = find_course_root()
+    submissions = Path(args.submissions)
+    if not submissions.is_dir():
+        print(f"error: {submissions} is not a folder of submissions "
+              "(<student>/<notebook>.ipynb or <student>.ipynb)", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    results = grade_folder(root, args.assignment, submissions, out, progress=not args.quiet)
+    print_summary(args.assignment, results, out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="transformer-course",
+        description="Instructor tools for the Transformer course: release notebooks, grade a class.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    rel = commands.add_parser("release", help="regenerate notebooks/ (student notebooks) from solutions/")
+    rel.add_argument("assignment", nargs="*", help="assignments to release (default: all)")
+    rel.set_defaults(run=_release)
+
+    grd = commands.add_parser("grade", help="grade a folder of submissions")
+    grd.add_argument("assignment", help="the assignment, e.g. 04-attention")
+    grd.add_argument("submissions", help="folder of <student>/<notebook>.ipynb or <student>.ipynb")
+    grd.add_argument("--out", default="grades", help="where grades.csv and feedback/ go (default: grades)")
+    grd.add_argument("--quiet", action="store_true", help="no progress bar")
+    grd.set_defaults(run=_grade)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

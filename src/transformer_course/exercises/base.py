@@ -1,0 +1,125 @@
+"""What an exercise *is*: the one description that visible tests, hidden tests and the grader read.
+
+An :class:`Exercise` names the student's function (the same name and signature as the reference
+function it mirrors), its points, how to make seeded inputs, the reference to compare with, the
+tolerance, the library calls it may not use, and the mistakes students typically make (each one
+written as code, so a check can recognise it and say so).
+
+This module imports nothing of the reference implementation: references are named by strings
+("transformer_course.attention:softmax") and loaded only when grading, so the visible checks
+work from the student bundle alone.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+class ExerciseFailure(AssertionError):
+    """A check failed; the message says what differs, where, and the likely mistake."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of the student's function: ``fn(*args, **kwargs)``, with a label for messages."""
+
+    label: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The floating dtype of the inputs (outputs must come back in it)."""
+        for a in (*self.args, *self.kwargs.values()):
+            if isinstance(a, torch.Tensor) and a.is_floating_point():
+                return a.dtype
+        return None
+
+    def to(self, dtype: torch.dtype) -> "Case":
+        """The same case with every floating tensor cast to ``dtype`` (masks stay bool)."""
+
+        def cast(a: Any) -> Any:
+            if isinstance(a, torch.Tensor) and a.is_floating_point():
+                return a.to(dtype)
+            return a
+
+        return Case(
+            self.label,
+            tuple(cast(a) for a in self.args),
+            {k: cast(v) for k, v in self.kwargs.items()},
+        )
+
+    def clone(self) -> "Case":
+        """A deep copy of the tensors, so the student's call cannot change our inputs."""
+
+        def copy(a: Any) -> Any:
+            return a.clone() if isinstance(a, torch.Tensor) else a
+
+        return Case(
+            self.label, tuple(copy(a) for a in self.args), {k: copy(v) for k, v in self.kwargs.items()}
+        )
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A typical wrong answer, as code: if the student's output equals ``fn``'s, say ``hint``."""
+
+    fn: Callable[..., Any]
+    hint: str
+
+
+@dataclass(frozen=True)
+class Forbidden:
+    """A library call that does the exercise for the student.
+
+    Recognised statically (an attribute of that name in the function's source) and at run
+    time (a C function of one of ``builtin_names`` called, or a Python function whose file
+    ends with ``python_function[0]`` and whose name is ``python_function[1]`` entered).
+    """
+
+    label: str  # what the message calls it, e.g. "torch.softmax / Tensor.softmax"
+    builtin_names: frozenset[str] = frozenset()
+    python_functions: frozenset[tuple[str, str]] = frozenset()
+
+    @property
+    def attribute_names(self) -> frozenset[str]:
+        """Names that, written as ``something.<name>`` in the source, mean this call."""
+        return self.builtin_names | {name for _, name in self.python_functions}
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One graded exercise; see the module docstring."""
+
+    function: str  # the student's function name == the reference function's name
+    assignment: str  # the nbgrader assignment (chapter folder) it belongs to
+    points: int
+    reference: str  # "module:function", loaded only when grading
+    make_cases: Callable[[torch.Generator], list[Case]]  # seeded inputs, edge cases included
+    visible_checks: Callable[[Callable[..., tuple]], int]  # worked examples; returns checks run
+    output_names: tuple[str, ...] = ("output",)  # names of the returned tensors, for messages
+    uses: tuple[str, ...] = ()  # earlier exercises it may call: graded with the reference instead
+    forbidden: tuple[Forbidden, ...] = ()
+    mistakes: tuple[Mistake, ...] = ()
+    shape_hint: Callable[[tuple, tuple, Case], str | None] | None = None
+    diagnose: Callable[[tuple, Case], str | None] | None = None  # property messages on a mismatch
+    rtol: dict[torch.dtype, float] = field(
+        default_factory=lambda: {torch.float64: 1e-7, torch.float32: 1e-4}
+    )
+    atol: dict[torch.dtype, float] = field(
+        default_factory=lambda: {torch.float64: 1e-9, torch.float32: 1e-5}
+    )
+
+    @property
+    def grade_id(self) -> str:
+        """The nbgrader grade_id of the exercise's test cell."""
+        return f"test_{self.function}"
+
+    def load_reference(self) -> Callable[..., Any]:
+        """Import the reference function (grading only)."""
+        module, name = self.reference.split(":")
+        return getattr(importlib.import_module(module), name)

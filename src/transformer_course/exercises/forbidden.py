@@ -1,0 +1,164 @@
+"""Finding library calls that do an exercise for the student.
+
+Two independent looks, so that neither an alias nor a string trick gets through:
+
+* **statically**, in the function's source: an attribute such as ``torch.softmax`` or
+  ``F.scaled_dot_product_attention``, an import of the reference package, or a global name
+  that is bound to something of the reference package;
+* **at run time**, with ``sys.setprofile`` while the student's function runs: Python reports
+  every call into a C function (``torch.softmax``, ``Tensor.softmax``,
+  ``torch._C._nn.scaled_dot_product_attention``) and every Python function entered (the
+  reference package's own code), however the student reached it.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import sys
+import textwrap
+import types
+from typing import Any, Callable
+
+from .base import Exercise, ExerciseFailure, Forbidden
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Parts of the package that are tooling, not answers: using them is allowed.
+_TOOLING = ("exercises", "grading", "checks", "device", "plotting", "cli", "__main__")
+
+
+def is_reference_module(module_name: str) -> bool:
+    """True for modules of the reference implementation (``transformer_course.attention``…)."""
+    parts = module_name.split(".")
+    if parts[0] != "transformer_course":
+        return False
+    return len(parts) == 1 or parts[1] not in _TOOLING
+
+
+def _is_reference_file(filename: str) -> bool:
+    if not filename.startswith(_PACKAGE_DIR + os.sep):
+        return False
+    relative = os.path.relpath(filename, _PACKAGE_DIR)
+    top = relative.split(os.sep)[0].removesuffix(".py")
+    return top not in _TOOLING and top != "__init__"
+
+
+def _all_code_names(code: types.CodeType) -> set[str]:
+    """Global and attribute names used by ``code`` and every function nested in it."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _all_code_names(const)
+    return names
+
+
+def _describe(obj: Any) -> str:
+    module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
+    name = getattr(obj, "__qualname__", None)
+    return f"{module}.{name}" if name and module != getattr(obj, "__name__", None) else module
+
+
+def static_violation(
+    exercise: Exercise, fn: Callable[..., Any], allowed: dict[str, Any]
+) -> str | None:
+    """What forbidden thing ``fn``'s source or globals name, or None.
+
+    ``allowed`` maps global names to the reference functions we substituted ourselves.
+    """
+    code = getattr(fn, "__code__", None)
+    fn_globals = getattr(fn, "__globals__", {})
+    if code is not None:
+        for name in sorted(_all_code_names(code)):
+            if name in allowed or name not in fn_globals:
+                continue
+            value = fn_globals[name]
+            module = getattr(value, "__name__", "") if inspect.ismodule(value) else getattr(
+                value, "__module__", ""
+            )
+            if module and is_reference_module(module):
+                return f"uses `{name}` = {_describe(value)} from the course's reference implementation"
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return None  # no source to read (e.g. built in a string); the run-time look still applies
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            for rule in exercise.forbidden:
+                if node.attr in rule.attribute_names:
+                    return f"calls {rule.label}"
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+                alias.name for alias in node.names
+            ]
+            if any(is_reference_module(m) for m in modules if m):
+                return "imports the course's reference implementation"
+    return None
+
+
+class Tripwire:
+    """A context manager that records the first forbidden call made while it is active.
+
+    Calls into ``allowed_code`` (reference functions we substituted for earlier exercises)
+    and everything they call are not looked at.
+    """
+
+    def __init__(self, exercise: Exercise, allowed_code: set[types.CodeType] = frozenset()):
+        self.rules: tuple[Forbidden, ...] = exercise.forbidden
+        self.allowed_code = set(allowed_code)
+        self.violation: str | None = None
+        self._allowed_frames: list[types.FrameType] = []
+        self._previous: Any = None
+
+    def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        if self._allowed_frames:
+            if event == "return" and frame is self._allowed_frames[-1]:
+                self._allowed_frames.pop()
+            elif event == "call" and frame.f_code in self.allowed_code:
+                self._allowed_frames.append(frame)
+            return
+        if self.violation is not None:
+            return
+        if event == "call":
+            code = frame.f_code
+            if code in self.allowed_code:
+                self._allowed_frames.append(frame)
+            elif _is_reference_file(code.co_filename):
+                module = os.path.relpath(code.co_filename, _PACKAGE_DIR).removesuffix(".py")
+                self.violation = (
+                    f"calls transformer_course.{module.replace(os.sep, '.')}.{code.co_name}, "
+                    "the course's reference implementation"
+                )
+            else:
+                for rule in self.rules:
+                    for suffix, name in rule.python_functions:
+                        if code.co_name == name and code.co_filename.endswith(suffix):
+                            self.violation = f"calls {rule.label}"
+        elif event == "c_call":
+            name = getattr(arg, "__name__", "")
+            for rule in self.rules:
+                if name in rule.builtin_names:
+                    self.violation = f"calls {rule.label}"
+
+    def __enter__(self) -> "Tripwire":
+        self._previous = sys.getprofile()
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.setprofile(self._previous)
+
+
+def forbidden_message(exercise: Exercise, violation: str) -> str:
+    """The message for a forbidden call: what was found and why it earns nothing."""
+    return (
+        f"`{exercise.function}` {violation}. This exercise asks you to write that yourself, "
+        "so it earns no points while the call is there. Build it from basic tensor "
+        "operations (matrix products, exp, sum, max, masked_fill, ...)."
+    )
+
+
+def raise_if_forbidden(exercise: Exercise, violation: str | None) -> None:
+    __tracebackhide__ = True
+    if violation:
+        raise ExerciseFailure(forbidden_message(exercise, violation))

@@ -1,0 +1,1 @@
+"""Grading: hidden checks (run inside nbgrader), the batch grader, reports and exports."""

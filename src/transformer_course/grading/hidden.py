@@ -1,0 +1,144 @@
+"""Hidden checks: compare a student's function with the reference on seeded random inputs.
+
+In the solution notebook each graded test cell starts with a hidden block (nbgrader removes it
+from the student's copy and puts it back when autograding):
+
+    ### BEGIN HIDDEN TESTS
+    from transformer_course.grading.hidden import grade
+    softmax = grade("softmax", globals())
+    ### END HIDDEN TESTS
+    check("softmax", softmax)
+
+``grade`` returns the student's function with the *reference* in place of the earlier exercises
+it calls, so the visible check that follows, and every later exercise, is graded on its own:
+a mistake in one exercise costs that exercise's points and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from typing import Any, Callable
+
+import torch
+
+from ..checks import student_caller
+from ..exercises import Case, Exercise, ExerciseFailure, get
+from ..exercises.compare import call_student, mismatch, normalise_outputs
+from ..exercises.forbidden import Tripwire, raise_if_forbidden, static_violation
+
+DEFAULT_SEED = 20171206  # "Attention Is All You Need" went to NeurIPS in December 2017
+
+
+def hidden_seed() -> int:
+    """The seed for hidden inputs: ``TRANSFORMER_COURSE_SEED`` if set (graders may rotate it)."""
+    return int(os.environ.get("TRANSFORMER_COURSE_SEED", DEFAULT_SEED))
+
+
+def with_globals(fn: Callable[..., Any], overrides: dict[str, Any]) -> Callable[..., Any]:
+    """A copy of ``fn`` that sees ``overrides`` in place of those global names.
+
+    This is how an exercise is graded with the reference in place of the student's earlier
+    functions: ``scaled_dot_product_attention`` calling ``softmax`` gets the reference softmax,
+    while the student's notebook is left untouched.
+    """
+    if not overrides or not isinstance(fn, types.FunctionType):
+        return fn
+    copy = types.FunctionType(
+        fn.__code__, {**fn.__globals__, **overrides}, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__dict__.update(fn.__dict__)
+    copy.__qualname__ = fn.__qualname__
+    return copy
+
+
+def guarded(exercise: Exercise, fn: Callable[..., Any], allowed: dict[str, Any]) -> Callable[..., Any]:
+    """``fn`` wrapped so that a forbidden call made while it runs raises ExerciseFailure."""
+    allowed_code = {f.__code__ for f in allowed.values() if hasattr(f, "__code__")}
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        tripwire = Tripwire(exercise, allowed_code)
+        try:
+            with tripwire:
+                return fn(*args, **kwargs)
+        finally:
+            raise_if_forbidden(exercise, tripwire.violation)
+
+    return run
+
+
+def _likely_mistake(exercise: Exercise, outputs: tuple, case: Case) -> str | None:
+    """The hint of the first typical mistake whose output equals the student's, if any."""
+    dtype = case.dtype or torch.float64
+    for mistake in exercise.mistakes:
+        try:
+            with torch.no_grad():
+                wrong = normalise_outputs(exercise, mistake.fn(*case.args, **case.kwargs), case)
+        except Exception:  # noqa: BLE001 - a mistake that cannot run on this case says nothing
+            continue
+        if all(
+            mismatch(o, w, what="", rtol=exercise.rtol[dtype], atol=exercise.atol[dtype]) is None
+            for o, w in zip(outputs, wrong)
+        ):
+            return mistake.hint
+    return None
+
+
+def compare_with_reference(
+    exercise: Exercise, outputs: tuple, expected: tuple, case: Case
+) -> None:
+    """Raise ExerciseFailure, with the likely mistake, if any output differs from the reference."""
+    __tracebackhide__ = True
+    dtype = case.dtype or torch.float64
+    for out, want, name in zip(outputs, expected, exercise.output_names):
+        problem = mismatch(
+            out, want, what=f"`{name}` on {case.label}",
+            rtol=exercise.rtol[dtype], atol=exercise.atol[dtype],
+        )
+        if problem is None:
+            continue
+        hint = None
+        if tuple(out.shape) != tuple(want.shape) and exercise.shape_hint is not None:
+            hint = exercise.shape_hint(tuple(out.shape), tuple(want.shape), case)
+        if hint is None:
+            hint = _likely_mistake(exercise, outputs, case)
+        if hint is None and exercise.diagnose is not None:
+            hint = exercise.diagnose(outputs, case)
+        raise ExerciseFailure(problem + (f".\n  Likely mistake: {hint}" if hint else "."))
+
+
+def grade(function: str, namespace: dict[str, Any], seed: int | None = None) -> Callable[..., Any]:
+    """Grade the student's ``namespace[function]``; raise ExerciseFailure on the first problem.
+
+    Returns the student's function with the reference in place of the earlier exercises it
+    calls (see the module docstring).
+    """
+    __tracebackhide__ = True
+    exercise = get(function)
+    fn = namespace.get(function)
+    if fn is None:
+        raise ExerciseFailure(
+            f"`{function}` is not defined: run the cell that defines it, and keep the name "
+            f"`{function}` (the checks look it up by name)."
+        )
+    if not callable(fn):
+        raise ExerciseFailure(f"`{function}` should be a function, but it is a {type(fn).__name__}.")
+    dependencies = {name: get(name).load_reference() for name in exercise.uses}
+    isolated = with_globals(fn, dependencies)
+    raise_if_forbidden(exercise, static_violation(exercise, fn, dependencies))
+    safe = guarded(exercise, isolated, dependencies)
+
+    count = exercise.visible_checks(student_caller(exercise, safe))
+    reference = exercise.load_reference()
+    generator = torch.Generator().manual_seed(hidden_seed() if seed is None else seed)
+    for case in exercise.make_cases(generator):
+        outputs = call_student(exercise, safe, case)
+        exact = case.to(torch.float64)  # the reference runs in float64 on the same numbers
+        with torch.no_grad():
+            expected = normalise_outputs(exercise, reference(*exact.args, **exact.kwargs), exact)
+        compare_with_reference(exercise, outputs, expected, case)
+        count += 1
+    print(f"✓ {function}: all {count} checks passed.")
+    return isolated

@@ -1,0 +1,71 @@
+"""Writing grading results: grades.csv, results.json, a feedback page per student, a summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from .. import exercises
+from .results import PASSED, StudentResult
+from .submissions import safe_id
+
+
+def exercise_titles(assignment: str) -> dict[str, str]:
+    """grade_id -> the title shown for it, e.g. 'test_softmax' -> 'softmax'."""
+    return {e.grade_id: f"{e.function}" for e in exercises.for_assignment(assignment)}
+
+
+def write_csv(path: Path, assignment: str, results: list[StudentResult]) -> None:
+    """grades.csv: student, total, max_total, then one column per grade_id."""
+    grade_ids = [e.grade_id for e in exercises.for_assignment(assignment)]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "total", "max_total", *grade_ids])
+        for r in results:
+            points = {e.grade_id: e.points for e in r.exercises}
+            writer.writerow(
+                [r.student, f"{r.total:g}", f"{r.max_total:g}", *(f"{points.get(g, 0):g}" for g in grade_ids)]
+            )
+
+
+def write_json(path: Path, assignment: str, results: list[StudentResult]) -> None:
+    """results.json: every student's per-exercise score, status and message."""
+    data = {"assignment": assignment, "students": [r.to_dict() for r in results]}
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_feedback(folder: Path, assignment: str, results: list[StudentResult]) -> None:
+    """One HTML page per student: each exercise's score and message, never the hidden tests."""
+    env = Environment(
+        loader=PackageLoader("transformer_course.grading", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+    )
+    template = env.get_template("feedback.html.j2")
+    titles = exercise_titles(assignment)
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        page = template.render(assignment=assignment, result=r, titles=titles)
+        (folder / f"{safe_id(r.student)}.html").write_text(page, encoding="utf-8")
+
+
+def summary_table(assignment: str, results: list[StudentResult]) -> str:
+    """A plain-text table: one row per student, one column per exercise, and what went wrong."""
+    exs = exercises.for_assignment(assignment)
+    headers = ["student", "total", *(e.function for e in exs), "first problem"]
+    rows = []
+    for r in results:
+        points = {e.grade_id: e for e in r.exercises}
+        problem = r.error or next(
+            (f"{e.grade_id}: {e.message.splitlines()[0] if e.message else e.status}"
+             for e in r.exercises if e.status != PASSED), "")
+        rows.append([
+            r.student, f"{r.total:g}/{r.max_total:g}",
+            *(f"{points[e.grade_id].points:g}" if e.grade_id in points else "-" for e in exs),
+            problem[:70],
+        ])
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])

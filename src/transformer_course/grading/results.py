@@ -1,0 +1,40 @@
+"""What grading produces: a score and a message per exercise, per student."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+PASSED, FAILED, ERROR = "passed", "failed", "error"
+
+
+@dataclass
+class ExerciseResult:
+    """One exercise of one student."""
+
+    grade_id: str  # e.g. "test_softmax"
+    points: float
+    max_points: float
+    status: str  # PASSED, FAILED or ERROR (the exercise could not be graded at all)
+    message: str = ""
+
+
+@dataclass
+class StudentResult:
+    """One student's submission: per-exercise results, or an error that stopped grading."""
+
+    student: str
+    source: str  # the submitted file, relative to the submissions folder
+    exercises: list[ExerciseResult] = field(default_factory=list)
+    error: str | None = None  # set when the submission as a whole could not be graded
+    notes: list[str] = field(default_factory=list)  # things the instructor should know
+
+    @property
+    def total(self) -> float:
+        return sum(e.points for e in self.exercises)
+
+    @property
+    def max_total(self) -> float:
+        return sum(e.max_points for e in self.exercises)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total": self.total, "max_total": self.max_total}
