@@ -5,9 +5,10 @@
 # autograded/, feedback/ and gradebook.db are instructor data and git-ignored.
 #
 # `transformer-course release` and `transformer-course grade` load this file. To use plain
-# nbgrader instead, run it from the repository root with this file:
-#     nbgrader generate_assignment 04-attention --config autograder/nbgrader_config.py
-#     nbgrader autograde 04-attention --config autograder/nbgrader_config.py
+# nbgrader instead, run it from the repository root and name this file (nbgrader 0.9.6 ignores
+# `--config`):
+#     nbgrader generate_assignment 04-attention --force --NbGrader.config_file=autograder/nbgrader_config.py
+#     nbgrader autograde 04-attention --NbGrader.config_file=autograder/nbgrader_config.py
 
 c = get_config()  # noqa: F821 - provided by traitlets when nbgrader loads this file
 

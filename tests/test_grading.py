@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +139,26 @@ def test_feedback_pages_show_messages_but_never_hidden_tests(graded):
         text = (out / "feedback" / f"{name}.html").read_text()
         assert "BEGIN HIDDEN TESTS" not in text and "grading.hidden" not in text
         assert 'grade("softmax"' not in text
+
+
+def test_plain_nbgrader_gives_the_same_scores_on_honest_work(graded, tmp_path):
+    """The README's plain-nbgrader commands, run in a copy of the course, agree with `grade`."""
+    rows, *_ = graded
+    course = tmp_path / "course"
+    for name in ("solutions", "autograder"):
+        shutil.copytree(ROOT / name, course / name)
+    for student, replace in (("full", {}), ("wrong_softmax", {"softmax": NAIVE_SOFTMAX})):
+        write_submission(course / "submitted" / student / CH04 / "attention.ipynb", CH04, **replace)
+    nbgrader = [sys.executable, "-m", "nbgrader"]
+    config = "--NbGrader.config_file=autograder/nbgrader_config.py"
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    for step in (["generate_assignment", CH04, "--force", config], ["autograde", CH04, config]):
+        run = subprocess.run(nbgrader + step, cwd=course, capture_output=True, text=True, env=env, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        for student in ("full", "wrong_softmax"):
+            nb = gradebook.find_submission_notebook("attention", CH04, student)
+            plain = {g.name: g.score for g in nb.grades}
+            assert plain == points(rows[student])
