@@ -222,7 +222,9 @@ FORBIDDEN_SOFTMAX = {
     "nn.Softmax": "import torch\ndef softmax(x, dim=-1):\n    return torch.nn.Softmax(dim)(x)\n",
     "getattr alias": "def softmax(x, dim=-1):\n    return getattr(x, 'soft' + 'max')(dim)\n",
     "log_softmax": "import torch\ndef softmax(x, dim=-1):\n    return torch.log_softmax(x, dim).exp()\n",
-    "reference": "from transformer_course.attention import softmax as s\ndef softmax(x, dim=-1):\n    return s(x, dim)\n",
+    "reference": (
+        "from transformer_course.attention import softmax as s\ndef softmax(x, dim=-1):\n    return s(x, dim)\n"
+    ),
     "reference by string": (
         "import importlib\ndef softmax(x, dim=-1):\n"
         "    return importlib.import_module('transformer_' + 'course.attention').softmax(x, dim)\n"

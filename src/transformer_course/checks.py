@@ -9,7 +9,8 @@ work from the student bundle alone and give away no answer.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .exercises import Case, Exercise, ExerciseFailure, get
 from .exercises.compare import call_student

@@ -13,8 +13,9 @@ work from the student bundle alone.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -39,7 +40,7 @@ class Case:
                 return a.dtype
         return None
 
-    def to(self, dtype: torch.dtype) -> "Case":
+    def to(self, dtype: torch.dtype) -> Case:
         """The same case with every floating tensor cast to ``dtype`` (masks stay bool)."""
 
         def cast(a: Any) -> Any:
@@ -53,7 +54,19 @@ class Case:
             {k: cast(v) for k, v in self.kwargs.items()},
         )
 
-    def clone(self) -> "Case":
+    def on(self, device: torch.device) -> Case:
+        """The same case with every tensor moved to ``device``."""
+
+        def move(a: Any) -> Any:
+            return a.to(device) if isinstance(a, torch.Tensor) else a
+
+        return Case(
+            f"{self.label} on {device.type}",
+            tuple(move(a) for a in self.args),
+            {k: move(v) for k, v in self.kwargs.items()},
+        )
+
+    def clone(self) -> Case:
         """A deep copy of the tensors, so the student's call cannot change our inputs."""
 
         def copy(a: Any) -> Any:

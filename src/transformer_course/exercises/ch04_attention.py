@@ -10,7 +10,7 @@ them on the same inputs.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

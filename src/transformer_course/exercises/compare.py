@@ -12,7 +12,8 @@ import math
 import os
 import traceback
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 

@@ -19,7 +19,8 @@ import os
 import sys
 import textwrap
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import Exercise, ExerciseFailure, Forbidden
 
@@ -140,7 +141,7 @@ class Tripwire:
                 if name in rule.builtin_names:
                     self.violation = f"calls {rule.label}"
 
-    def __enter__(self) -> "Tripwire":
+    def __enter__(self) -> Tripwire:
         self._previous = sys.getprofile()
         sys.setprofile(self._profile)
         return self

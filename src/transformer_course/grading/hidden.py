@@ -16,13 +16,16 @@ a mistake in one exercise costs that exercise's points and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import types
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
 from ..checks import student_caller
+from ..device import available_devices
 from ..exercises import Case, Exercise, ExerciseFailure, get
 from ..exercises.compare import call_student, mismatch, normalise_outputs
 from ..exercises.forbidden import Tripwire, raise_if_forbidden, static_violation
@@ -109,6 +112,28 @@ def compare_with_reference(
         raise ExerciseFailure(problem + (f".\n  Likely mistake: {hint}" if hint else "."))
 
 
+@contextlib.contextmanager
+def exact_matmuls() -> Iterator[None]:
+    """Turn TF32 off on CUDA while checking: it rounds float32 products to ~3 digits."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def hidden_cases(exercise: Exercise, generator: torch.Generator) -> list[Case]:
+    """The exercise's seeded cases on the CPU, and its float32 cases again on every other device."""
+    cases = exercise.make_cases(generator)
+    for device in available_devices()[1:]:
+        cases += [c.on(device) for c in cases if c.dtype == torch.float32]
+    return cases
+
+
 def grade(function: str, namespace: dict[str, Any], seed: int | None = None) -> Callable[..., Any]:
     """Grade the student's ``namespace[function]``; raise ExerciseFailure on the first problem.
 
@@ -133,12 +158,14 @@ def grade(function: str, namespace: dict[str, Any], seed: int | None = None) -> 
     count = exercise.visible_checks(student_caller(exercise, safe))
     reference = exercise.load_reference()
     generator = torch.Generator().manual_seed(hidden_seed() if seed is None else seed)
-    for case in exercise.make_cases(generator):
-        outputs = call_student(exercise, safe, case)
-        exact = case.to(torch.float64)  # the reference runs in float64 on the same numbers
-        with torch.no_grad():
-            expected = normalise_outputs(exercise, reference(*exact.args, **exact.kwargs), exact)
-        compare_with_reference(exercise, outputs, expected, case)
-        count += 1
+    with exact_matmuls():
+        for case in hidden_cases(exercise, generator):
+            outputs = call_student(exercise, safe, case)
+            # The reference runs in float64, on the CPU, on the same numbers.
+            exact = case.on(torch.device("cpu")).to(torch.float64)
+            with torch.no_grad():
+                expected = normalise_outputs(exercise, reference(*exact.args, **exact.kwargs), exact)
+            compare_with_reference(exercise, outputs, expected, case)
+            count += 1
     print(f"✓ {function}: all {count} checks passed.")
     return isolated
