@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -13,6 +14,19 @@ from .nbgrader_backend import NbgraderBackend
 from .report import summary_table, write_csv, write_feedback, write_json
 from .results import StudentResult
 from .submissions import find_submissions, safe_id
+
+
+class Backend(Protocol):
+    """How one submission is run and scored. Today: plain nbgrader (:class:`NbgraderBackend`);
+    the hardened sandbox will be a second implementation of the same methods."""
+
+    notebook_names: list[str]
+
+    def prepare(self) -> None: ...
+
+    def grade(self, student: str, notebook: Path, name: str) -> StudentResult: ...
+
+    def error_result(self, result: StudentResult, message: str) -> StudentResult: ...
 
 
 def grade_folder(
@@ -30,15 +44,15 @@ def grade_folder(
     if not exercises.for_assignment(assignment):
         known = ", ".join(sorted({e.assignment for e in exercises.ALL}))
         raise ValueError(f"unknown assignment {assignment!r}; graded assignments: {known}")
-    out.mkdir(parents=True, exist_ok=True)
     results: list[StudentResult] = []
     with tempfile.TemporaryDirectory(prefix="transformer-course-grade-") as work:
-        backend = NbgraderBackend(root, assignment, Path(work))
-        found = find_submissions(submissions, backend.notebook_names)
+        backend: Backend = NbgraderBackend(root, assignment, Path(work))
+        found = find_submissions(submissions, backend.notebook_names, skip=out)
         if not found:
             raise ValueError(
                 f"no submissions in {submissions}: expected <student>/<notebook>.ipynb or <student>.ipynb"
             )
+        out.mkdir(parents=True, exist_ok=True)
         backend.prepare()
         used_ids: set[str] = set()
         bar = tqdm(found, desc=f"grading {assignment}", unit="submission", disable=not progress,

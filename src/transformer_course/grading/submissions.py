@@ -41,17 +41,18 @@ def _pick_notebook(folder: Path, expected: list[str]) -> tuple[Path | None, str 
     return None, f"several notebooks ({names}) and none is called {expected[0]}", None
 
 
-def find_submissions(folder: Path, expected: list[str]) -> list[Submission]:
+def find_submissions(folder: Path, expected: list[str], skip: Path | None = None) -> list[Submission]:
     """Every student's submission in ``folder``, sorted by student.
 
     ``expected`` lists the assignment's notebook file names; a student folder with one notebook
-    of another name is graded as that notebook (students rename files), with a note.
+    of another name is graded as that notebook (students rename files), with a note. ``skip``
+    is a folder to pass over (the reports' folder, when it lies among the submissions).
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of submissions")
     found: dict[str, Submission] = {}
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or (skip is not None and entry.resolve() == skip.resolve()):
             continue
         if entry.is_dir():
             path, problem, note = _pick_notebook(entry, expected)
