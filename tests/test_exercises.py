@@ -232,12 +232,6 @@ FORBIDDEN_SOFTMAX = {
 }
 
 
-@pytest.mark.parametrize("how", sorted(FORBIDDEN_SOFTMAX))
-def test_forbidden_softmax_calls_earn_nothing(tmp_path, how):
-    message = failure("softmax", student_module(tmp_path, FORBIDDEN_SOFTMAX[how]))
-    assert "earns no points" in message
-
-
 FORBIDDEN_SDPA = {
     "F.sdpa": (
         "import torch, torch.nn.functional as F\n"
@@ -254,9 +248,14 @@ FORBIDDEN_SDPA = {
 }
 
 
-@pytest.mark.parametrize("how", sorted(FORBIDDEN_SDPA))
-def test_forbidden_attention_calls_earn_nothing(tmp_path, how):
-    message = failure("scaled_dot_product_attention", student_module(tmp_path, FORBIDDEN_SDPA[how]))
+FORBIDDEN = [("softmax", how, code) for how, code in FORBIDDEN_SOFTMAX.items()] + [
+    ("scaled_dot_product_attention", how, code) for how, code in FORBIDDEN_SDPA.items()
+]
+
+
+@pytest.mark.parametrize("name, how, code", FORBIDDEN, ids=[f"{n}-{h}" for n, h, _ in FORBIDDEN])
+def test_forbidden_calls_earn_nothing(tmp_path, name, how, code):
+    message = failure(name, student_module(tmp_path, code))
     assert "earns no points" in message
 
 
