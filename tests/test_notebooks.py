@@ -54,3 +54,20 @@ def test_solution_notebook_runs_top_to_bottom(assignment):
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert text.count("checks passed") >= 2 * 3  # the hidden and the visible check of each exercise
     assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_blank_student_notebook_shows_a_plain_message_per_check(assignment):
+    """What a student sees before writing anything: each check says what to do, no traceback."""
+    nb = nbformat.read(release_path(assignment), as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    checks = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    assert checks
+    for cell in checks:
+        (error,) = [o for o in cell.outputs if o.output_type == "error"]
+        assert error.ename == "ExerciseFailure" and "is not implemented yet" in error.evalue
+        shown = "\n".join(error.traceback)
+        assert "check failed" in shown
+        assert "transformer_course" not in shown and "raise ExerciseFailure" not in shown

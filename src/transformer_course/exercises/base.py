@@ -23,6 +23,15 @@ import torch
 class ExerciseFailure(AssertionError):
     """A check failed; the message says what differs, where, and the likely mistake."""
 
+    def _render_traceback_(self) -> list[str]:
+        """How IPython and Jupyter show it: the message alone.
+
+        A traceback through the checking code would only bury the message (and would show the
+        checks' source); the message already names the student's own line when there is one.
+        """
+        red, bold, reset = "\x1b[31m", "\x1b[1m", "\x1b[0m"
+        return [f"{bold}{red}✗ check failed{reset}", *str(self).splitlines()]
+
 
 @dataclass(frozen=True)
 class Case:
