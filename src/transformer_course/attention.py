@@ -55,7 +55,10 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         ``(..., L, S)``.
     """
     d_k = q.shape[-1]
-    return q @ k.transpose(-2, -1) / math.sqrt(d_k)  # (..., L, d_k) @ (..., d_k, S) -> (..., L, S)
+    # (q / √d_k) Kᵀ equals Q Kᵀ / √d_k; dividing q (L·d_k numbers) rather than the scores
+    # (L·S numbers) is the cheaper way round once sequences are longer than the head size.
+    q = q / math.sqrt(d_k)
+    return q @ k.transpose(-2, -1)  # (..., L, d_k) @ (..., d_k, S) -> (..., L, S)
 
 
 def scaled_dot_product_attention(
@@ -82,17 +85,34 @@ def scaled_dot_product_attention(
         0 for that row instead, so one empty row cannot poison a whole batch with NaN.
     """
     scores = attention_scores(q, k)  # (..., L, S)
+    blocked = None
     if mask is not None:
         if mask.dtype != torch.bool:
             raise TypeError(
                 f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
                 "for a 0/1 tensor use mask.bool()"
             )
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = softmax(scores, dim=-1)  # (..., L, S)
-    if mask is not None:
-        # Rows with no allowed key are NaN here (softmax of all -inf); zero them. masked_fill
-        # touches only masked-out places, and in such a row that is every place.
-        weights = weights.masked_fill(~mask, 0.0)
+        blocked = ~mask  # True where query i must NOT look at key j
+        # The additive form of the mask, in the mask's own (usually small, broadcast) shape:
+        # 0 where allowed, and where blocked the most negative finite number, whose exp is
+        # exactly 0 after softmax subtracts the row's maximum, just like exp(-inf).
+        # - Adding rather than scores.masked_fill(blocked, -inf): an addition passes
+        #   gradients through unchanged, so the backward pass skips a sweep over the
+        #   (..., L, S) scores (torch's own attention adds its mask too).
+        # - Finite rather than -inf: a row with nothing to attend to then stays finite
+        #   instead of 0/0 = NaN, and a NaN there would flow back through the addition and
+        #   poison every gradient. Such rows are set to 0 below.
+        bias = torch.zeros(blocked.shape, dtype=scores.dtype, device=scores.device)
+        scores = scores + bias.masked_fill(blocked, torch.finfo(scores.dtype).min)
+    # torch.softmax computes exactly our softmax() above (it too subtracts the maximum), but
+    # as one fused kernel: one pass over the (..., L, S) scores instead of five. Attention is
+    # the hot loop of every model in this course, so here the library kernel earns its place.
+    weights = torch.softmax(scores, dim=-1)  # (..., L, S)
+    if blocked is not None and blocked.all(dim=-1).any():
+        # A row with no allowed key has spread its weight over blocked keys; zero it.
+        # masked_fill touches only blocked places, and in such a row that is every place.
+        # (The test looks at the mask, usually far smaller than the weights, and saves a
+        # full pass over them in the common case where every query can see something.)
+        weights = weights.masked_fill(blocked, 0.0)
     output = weights @ v  # (..., L, S) @ (..., S, d_v) -> (..., L, d_v)
     return output, weights

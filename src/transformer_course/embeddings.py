@@ -1,0 +1,38 @@
+"""Token embeddings (chapter 1): from integer ids to vectors."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class TokenEmbedding(nn.Module):
+    """Looks up one learned vector per token id and scales it by √d_model.
+
+    Why the scaling: Vaswani et al. (2017), section 3.4, say "In the embedding layers, we
+    multiply those weights by √d_model" without giving a reason. The usual reading: the
+    paper shares this matrix with the output projection, whose initialisation keeps its
+    entries small, around 1/√d_model. Multiplying by √d_model brings each coordinate to a
+    size of about 1, the scale of the positional encoding added next, so the position signal
+    neither drowns the token nor is drowned by it.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, padding_idx: int | None = None) -> None:
+        super().__init__()
+        self.d_model = d_model
+        # padding_idx: that row starts at zero and receives no gradient, so padding
+        # contributes nothing however long training runs.
+        self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=padding_idx)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Embed a batch of token ids.
+
+        Args:
+            token_ids: ``(batch, seq)`` integer ids in ``[0, vocab_size)``.
+
+        Returns:
+            ``(batch, seq, d_model)``.
+        """
+        return self.embedding(token_ids) * math.sqrt(self.d_model)
