@@ -49,11 +49,15 @@ def student_module(tmp_path: Path, code: str) -> ModuleType:
     return module
 
 
-def solution_module(tmp_path: Path, assignment: str, **replace: str) -> ModuleType:
-    """The solution's answer cells as a student's module, with some cells replaced."""
+def solution_code(assignment: str, **replace: str) -> str:
+    """The solution notebook's setup cell and answer cells, some replaced, as one script."""
     sources = {**answer_sources(assignment), **replace}
-    code = "import math\nimport torch\n\n" + "\n\n".join(sources.values()) + "\n"
-    return student_module(tmp_path, code)
+    return setup_source(assignment) + "\n\n" + "\n\n".join(sources.values()) + "\n"
+
+
+def solution_module(tmp_path: Path, assignment: str, **replace: str) -> ModuleType:
+    """The solution's setup and answer cells as a student's module, with some cells replaced."""
+    return student_module(tmp_path, solution_code(assignment, **replace))
 
 
 def write_submission(path: Path, assignment: str, **replace: str) -> Path:

@@ -14,102 +14,129 @@ import nbformat
 import pytest
 
 from course_helpers import ROOT, release_path, solution_path, write_submission
+from transformer_course import exercises
+from wrong_answers import by_assignment
 
 pytestmark = pytest.mark.slow
 
-CH04 = "04-attention"
-FULL = {"test_softmax": 2, "test_attention_scores": 2, "test_scaled_dot_product_attention": 3}
-NAIVE_SOFTMAX = "def softmax(x, dim=-1):\n    return x.exp() / x.exp().sum(dim=dim, keepdim=True)\n"
-UNSCALED = "def attention_scores(q, k):\n    return q @ k.transpose(-2, -1)\n"
-NO_MASK = (
-    "def scaled_dot_product_attention(q, k, v, mask=None):\n"
-    "    w = softmax(attention_scores(q, k))\n"
-    "    return w @ v, w\n"
-)
-LIBRARY_SOFTMAX = "def softmax(x, dim=-1):\n    return torch.softmax(x, dim=dim)\n"
+CH04 = "04-attention"  # the chapter whose batch also carries unreadable and odd submissions
+CHAPTERS = by_assignment()
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    """One batch: honest, wrong, forbidden and broken submissions, graded by the CLI."""
-    subs = tmp_path_factory.mktemp("submissions")
-    write_submission(subs / "full" / "attention.ipynb", CH04)
-    (subs / "blank").mkdir()
-    (subs / "blank" / "attention.ipynb").write_bytes(release_path(CH04).read_bytes())
-    write_submission(subs / "wrong_softmax.ipynb", CH04, softmax=NAIVE_SOFTMAX)
-    write_submission(subs / "wrong_scores.ipynb", CH04, attention_scores=UNSCALED)
-    write_submission(subs / "wrong_attention.ipynb", CH04, scaled_dot_product_attention=NO_MASK)
-    write_submission(subs / "forbidden.ipynb", CH04, softmax=LIBRARY_SOFTMAX)
-    write_submission(subs / "renamed" / "attention (1).ipynb", CH04)
-    (subs / "broken.ipynb").write_text('{"cells": [', encoding="utf-8")
-    (subs / "empty.ipynb").write_text("", encoding="utf-8")
-    other = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello')")])
-    nbformat.write(other, subs / "other_assignment.ipynb")
-    (subs / "nothing").mkdir()
+def full_points(assignment: str) -> dict[str, float]:
+    return {e.grade_id: float(e.points) for e in exercises.for_assignment(assignment)}
 
-    out = tmp_path_factory.mktemp("out")
+
+def grade_batch(assignment: str, subs: Path, out: Path) -> tuple[dict, dict, str]:
+    """Run `transformer-course grade` on a folder; return grades.csv rows, results.json, stdout."""
     run = subprocess.run(
-        [sys.executable, "-m", "transformer_course", "grade", CH04, str(subs), "--out", str(out)],
+        [sys.executable, "-m", "transformer_course", "grade", assignment, str(subs), "--out", str(out)],
         capture_output=True, text=True, cwd=ROOT, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
     details = {s["student"]: s for s in json.loads((out / "results.json").read_text())["students"]}
-    return rows, details, out, run.stdout
+    return rows, details, run.stdout
 
 
-def points(row: dict) -> dict[str, float]:
-    return {k: float(row[k]) for k in FULL}
+_batches: dict[str, tuple] = {}
 
 
-def test_csv_columns(graded):
-    rows, *_ = graded
+def graded_batch(assignment: str, tmp_path_factory) -> tuple:
+    """One batch per chapter, graded once per test session: the solution, the blank notebook,
+    each wrong answer alone and a forbidden shortcut. Chapter 4's also holds odd submissions."""
+    if assignment in _batches:
+        return _batches[assignment]
+    module = CHAPTERS[assignment]
+    notebook = solution_path(assignment).name
+    subs = tmp_path_factory.mktemp(f"submissions-{assignment}")
+    write_submission(subs / "full" / notebook, assignment)
+    (subs / "blank").mkdir()
+    (subs / "blank" / notebook).write_bytes(release_path(assignment).read_bytes())
+    for function, (source, _) in module.WRONG.items():
+        write_submission(subs / f"wrong_{function}.ipynb", assignment, **{function: source})
+    function, source = module.FORBIDDEN
+    write_submission(subs / "forbidden.ipynb", assignment, **{function: source})
+    if assignment == CH04:
+        write_submission(subs / "renamed" / f"{solution_path(assignment).stem} (1).ipynb", assignment)
+        (subs / "broken.ipynb").write_text('{"cells": [', encoding="utf-8")
+        (subs / "empty.ipynb").write_text("", encoding="utf-8")
+        other = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('hello')")])
+        nbformat.write(other, subs / "other_assignment.ipynb")
+        (subs / "nothing").mkdir()
+    out = tmp_path_factory.mktemp(f"out-{assignment}")
+    rows, details, stdout = grade_batch(assignment, subs, out)
+    _batches[assignment] = (assignment, module, rows, details, out, stdout)
+    return _batches[assignment]
+
+
+@pytest.fixture(scope="module", params=sorted(CHAPTERS))
+def chapter(request, tmp_path_factory):
+    return graded_batch(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Chapter 4's batch, the one with the odd submissions: (rows, details, out, stdout)."""
+    return graded_batch(CH04, tmp_path_factory)[2:]
+
+
+def points(row: dict, assignment: str = CH04) -> dict[str, float]:
+    return {k: float(row[k]) for k in full_points(assignment)}
+
+
+def test_csv_columns(chapter):
+    assignment, _, rows, *_ = chapter
     first = next(iter(rows.values()))
-    assert list(first) == ["student", "total", "max_total", *FULL]
+    assert list(first) == ["student", "total", "max_total", *full_points(assignment)]
 
 
-def test_every_submission_ends_as_a_score_or_an_error(graded):
-    rows, details, _, stdout = graded
-    expected = {"full", "blank", "wrong_softmax", "wrong_scores", "wrong_attention", "forbidden",
-                "renamed", "broken", "empty", "other_assignment", "nothing"}
+def test_every_submission_ends_as_a_score_or_an_error(chapter):
+    assignment, module, rows, details, _, stdout = chapter
+    expected = {"full", "blank", "forbidden", *(f"wrong_{f}" for f in module.WRONG)}
+    if assignment == CH04:
+        expected |= {"renamed", "broken", "empty", "other_assignment", "nothing"}
     assert set(rows) == expected and set(details) == expected
     for name in expected:
         assert name in stdout  # the summary table lists everyone
 
 
-def test_the_solution_gets_full_marks(graded):
-    rows, details, *_ = graded
-    assert points(rows["full"]) == FULL and rows["full"]["total"] == "7"
+def test_the_solution_gets_full_marks(chapter):
+    assignment, _, rows, details, *_ = chapter
+    full = full_points(assignment)
+    assert points(rows["full"], assignment) == full
+    assert float(rows["full"]["total"]) == sum(full.values())
     assert all(e["status"] == "passed" for e in details["full"]["exercises"])
 
 
-def test_the_blank_notebook_gets_zero_with_a_message_per_exercise(graded):
-    rows, details, *_ = graded
-    assert rows["blank"]["total"] == "0"
+def test_the_blank_notebook_gets_zero_with_a_message_per_exercise(chapter):
+    assignment, _, rows, details, *_ = chapter
+    assert float(rows["blank"]["total"]) == 0
+    assert len(details["blank"]["exercises"]) == len(full_points(assignment))
     for e in details["blank"]["exercises"]:
         assert e["status"] == "failed" and "is not implemented yet" in e["message"]
 
 
-@pytest.mark.parametrize(
-    "student, lost, phrase",
-    [
-        ("wrong_softmax", "test_softmax", "Subtract the maximum"),
-        # attention calls the student's unscaled scores, yet keeps its 3 points
-        ("wrong_scores", "test_attention_scores", "divide by sqrt(d_k)"),
-        ("wrong_attention", "test_scaled_dot_product_attention", "causally masked"),
-        ("forbidden", "test_softmax", "earns no points"),
-    ],
-)
-def test_one_wrong_exercise_loses_exactly_its_points(graded, student, lost, phrase):
-    rows, details, *_ = graded
-    assert points(rows[student]) == {**FULL, lost: 0}
-    (failed,) = [e for e in details[student]["exercises"] if e["status"] != "passed"]
-    assert failed["grade_id"] == lost and phrase in failed["message"]
+def test_every_exercise_has_a_wrong_answer_in_the_batch(chapter):
+    assignment, module, *_ = chapter
+    assert {f"test_{f}" for f in module.WRONG} == set(full_points(assignment))
+
+
+def test_one_wrong_exercise_loses_exactly_its_points(chapter):
+    """Also when a later exercise calls the wrong function: it is graded with the reference."""
+    assignment, module, rows, details, *_ = chapter
+    cases = [(f"wrong_{f}", f, phrase) for f, (_, phrase) in module.WRONG.items()]
+    cases.append(("forbidden", module.FORBIDDEN[0], "earns no points"))
+    for student, function, phrase in cases:
+        lost = f"test_{function}"
+        assert points(rows[student], assignment) == {**full_points(assignment), lost: 0}, student
+        (failed,) = [e for e in details[student]["exercises"] if e["status"] != "passed"]
+        assert failed["grade_id"] == lost and phrase in failed["message"], (student, failed["message"])
 
 
 def test_a_renamed_notebook_is_graded_with_a_note(graded):
     rows, details, *_ = graded
-    assert rows["renamed"]["total"] == "7"
+    assert points(rows["renamed"]) == full_points(CH04)
     assert any("attention (1).ipynb" in n for n in details["renamed"]["notes"])
 
 
@@ -141,24 +168,27 @@ def test_feedback_pages_show_messages_but_never_hidden_tests(graded):
         assert 'grade("softmax"' not in text
 
 
-def test_plain_nbgrader_gives_the_same_scores_on_honest_work(graded, tmp_path):
+def test_plain_nbgrader_gives_the_same_scores_on_honest_work(chapter, tmp_path):
     """The README's plain-nbgrader commands, run in a copy of the course, agree with `grade`."""
-    rows, *_ = graded
+    assignment, module, rows, *_ = chapter
     course = tmp_path / "course"
     for name in ("solutions", "autograder"):
         shutil.copytree(ROOT / name, course / name)
-    for student, replace in (("full", {}), ("wrong_softmax", {"softmax": NAIVE_SOFTMAX})):
-        write_submission(course / "submitted" / student / CH04 / "attention.ipynb", CH04, **replace)
+    function, (wrong, _) = next(iter(module.WRONG.items()))
+    students = {"full": {}, f"wrong_{function}": {function: wrong}}
+    notebook = solution_path(assignment).name
+    for student, replace in students.items():
+        write_submission(course / "submitted" / student / assignment / notebook, assignment, **replace)
     nbgrader = [sys.executable, "-m", "nbgrader"]
     config = "--NbGrader.config_file=autograder/nbgrader_config.py"
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
-    for step in (["generate_assignment", CH04, "--force", config], ["autograde", CH04, config]):
+    for step in (["generate_assignment", assignment, "--force", config], ["autograde", assignment, config]):
         run = subprocess.run(nbgrader + step, cwd=course, capture_output=True, text=True, env=env, timeout=600)
         assert run.returncode == 0, run.stderr[-2000:]
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        for student in ("full", "wrong_softmax"):
-            nb = gradebook.find_submission_notebook("attention", CH04, student)
+        for student in students:
+            nb = gradebook.find_submission_notebook(Path(notebook).stem, assignment, student)
             plain = {g.name: g.score for g in nb.grades}
-            assert plain == points(rows[student])
+            assert plain == points(rows[student], assignment)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .exercises import Case, Exercise, ExerciseFailure, get
-from .exercises.compare import call_student
+from .exercises.compare import call_student, expect_right_kind
 
 __all__ = ["check", "ExerciseFailure"]
 
@@ -21,9 +21,11 @@ __all__ = ["check", "ExerciseFailure"]
 def student_caller(exercise: Exercise, fn: Callable[..., Any]) -> Callable[..., tuple]:
     """``call(label, *args, **kwargs)``: runs ``fn`` through :func:`call_student`."""
 
-    def call(label: str, *args: Any, **kwargs: Any) -> tuple:
+    def call(label: str | Case, *args: Any, **kwargs: Any) -> tuple:
+        """``call("label", *args, **kwargs)``, or ``call(Case(...))`` (needed to build a module)."""
         __tracebackhide__ = True
-        return call_student(exercise, fn, Case(label, args, kwargs))
+        case = label if isinstance(label, Case) else Case(label, args, kwargs)
+        return call_student(exercise, fn, case)
 
     return call
 
@@ -36,7 +38,6 @@ def check(function: str, fn: Callable[..., Any]) -> None:
     """
     __tracebackhide__ = True
     exercise = get(function)
-    if not callable(fn):
-        raise ExerciseFailure(f"`{function}` should be a function, but it is a {type(fn).__name__}.")
+    expect_right_kind(exercise, fn)
     count = exercise.visible_checks(student_caller(exercise, fn))
     print(f"✓ {function}: all {count} visible checks passed.")

@@ -7,13 +7,29 @@ by the student's function name or by the nbgrader grade_id (``test_<function>``)
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from .base import Case, Exercise, ExerciseFailure, Forbidden, Mistake
-from .ch04_attention import EXERCISES as _CH04
 
 __all__ = ["Case", "Exercise", "ExerciseFailure", "Forbidden", "Mistake", "get", "by_grade_id",
            "for_assignment", "ALL"]
 
-ALL: tuple[Exercise, ...] = (*_CH04,)
+
+def _chapter_modules() -> list[str]:
+    """``ch01_tokens``, ``ch04_attention``, ...: one module per chapter, each with EXERCISES.
+
+    Found by name, so a new chapter registers its exercises by adding its module, without
+    editing this file.
+    """
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("ch"))
+
+
+ALL: tuple[Exercise, ...] = tuple(
+    exercise
+    for name in _chapter_modules()
+    for exercise in importlib.import_module(f"{__name__}.{name}").EXERCISES
+)
 _BY_NAME = {e.function: e for e in ALL}
 _BY_GRADE_ID = {e.grade_id: e for e in ALL}
 assert len(_BY_NAME) == len(ALL), "two exercises share a function name"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -35,55 +35,62 @@ class ExerciseFailure(AssertionError):
 
 @dataclass(frozen=True)
 class Case:
-    """One call of the student's function: ``fn(*args, **kwargs)``, with a label for messages."""
+    """One call of the student's function, ``fn(*args, **kwargs)``, with a label for messages.
+
+    For an exercise whose answer is a class (an ``nn.Module``), the case also says how to
+    build it: ``module = cls(*init, **init_kwargs)``, then ``module.load_state_dict(state)``
+    when ``state`` is given (so the student's module and the reference hold the same weights),
+    then ``module.eval()`` and ``module(*args, **kwargs)``. ``init`` is None for functions.
+    """
 
     label: str
     args: tuple
     kwargs: dict = field(default_factory=dict)
+    init: tuple | None = None
+    init_kwargs: dict = field(default_factory=dict)
+    state: dict[str, torch.Tensor] | None = None
 
     @property
     def dtype(self) -> torch.dtype | None:
         """The floating dtype of the inputs (outputs must come back in it)."""
-        for a in (*self.args, *self.kwargs.values()):
+        for a in (*self.args, *self.kwargs.values(), *(self.state or {}).values()):
             if isinstance(a, torch.Tensor) and a.is_floating_point():
                 return a.dtype
         return None
 
-    def to(self, dtype: torch.dtype) -> Case:
-        """The same case with every floating tensor cast to ``dtype`` (masks stay bool)."""
+    @property
+    def device(self) -> torch.device | None:
+        """The device of the inputs (outputs must come back on it)."""
+        for a in (*self.args, *self.kwargs.values(), *(self.state or {}).values()):
+            if isinstance(a, torch.Tensor):
+                return a.device
+        return None
 
-        def cast(a: Any) -> Any:
-            if isinstance(a, torch.Tensor) and a.is_floating_point():
-                return a.to(dtype)
-            return a
+    def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor], label: str | None = None) -> Case:
+        """The same case with ``fn`` applied to every tensor (inputs and weights)."""
 
-        return Case(
-            self.label,
-            tuple(cast(a) for a in self.args),
-            {k: cast(v) for k, v in self.kwargs.items()},
+        def apply(a: Any) -> Any:
+            return fn(a) if isinstance(a, torch.Tensor) else a
+
+        return replace(
+            self,
+            label=self.label if label is None else label,
+            args=tuple(apply(a) for a in self.args),
+            kwargs={k: apply(v) for k, v in self.kwargs.items()},
+            state=None if self.state is None else {k: apply(v) for k, v in self.state.items()},
         )
+
+    def to(self, dtype: torch.dtype) -> Case:
+        """The same case with every floating tensor cast to ``dtype`` (masks and ids stay)."""
+        return self.map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t)
 
     def on(self, device: torch.device) -> Case:
         """The same case with every tensor moved to ``device``."""
-
-        def move(a: Any) -> Any:
-            return a.to(device) if isinstance(a, torch.Tensor) else a
-
-        return Case(
-            f"{self.label} on {device.type}",
-            tuple(move(a) for a in self.args),
-            {k: move(v) for k, v in self.kwargs.items()},
-        )
+        return self.map_tensors(lambda t: t.to(device), label=f"{self.label} on {device.type}")
 
     def clone(self) -> Case:
         """A deep copy of the tensors, so the student's call cannot change our inputs."""
-
-        def copy(a: Any) -> Any:
-            return a.clone() if isinstance(a, torch.Tensor) else a
-
-        return Case(
-            self.label, tuple(copy(a) for a in self.args), {k: copy(v) for k, v in self.kwargs.items()}
-        )
+        return self.map_tensors(torch.Tensor.clone)
 
 
 @dataclass(frozen=True)
@@ -100,17 +107,20 @@ class Forbidden:
 
     Recognised statically (an attribute of that name in the function's source) and at run
     time (a C function of one of ``builtin_names`` called, or a Python function whose file
-    ends with ``python_function[0]`` and whose name is ``python_function[1]`` entered).
+    ends with ``python_function[0]`` and whose name is ``python_function[1]`` entered; the
+    name ``"*"`` stands for every function of that file).
     """
 
     label: str  # what the message calls it, e.g. "torch.softmax / Tensor.softmax"
     builtin_names: frozenset[str] = frozenset()
     python_functions: frozenset[tuple[str, str]] = frozenset()
+    source_names: frozenset[str] = frozenset()  # more names to look for in the source only
 
     @property
     def attribute_names(self) -> frozenset[str]:
         """Names that, written as ``something.<name>`` in the source, mean this call."""
-        return self.builtin_names | {name for _, name in self.python_functions}
+        named = {name for _, name in self.python_functions if name != "*"}
+        return self.builtin_names | self.source_names | named
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class Exercise:
     reference: str  # "module:function", loaded only when grading
     make_cases: Callable[[torch.Generator], list[Case]]  # seeded inputs, edge cases included
     visible_checks: Callable[[Callable[..., tuple]], int]  # worked examples; returns checks run
+    is_module: bool = False  # the answer is an nn.Module class, built per Case (see Case)
     output_names: tuple[str, ...] = ("output",)  # names of the returned tensors, for messages
     uses: tuple[str, ...] = ()  # earlier exercises it may call: graded with the reference instead
     forbidden: tuple[Forbidden, ...] = ()

@@ -14,69 +14,14 @@ from collections.abc import Callable
 
 import torch
 
-from .base import Case, Exercise, ExerciseFailure, Forbidden, Mistake
-from .compare import expect_close, fmt_index, fmt_number
+from .base import Case, Exercise, ExerciseFailure, Mistake
+from .compare import expect_close, expect_sums_to_one, fmt_index, fmt_number
+from .inputs import randn, with_float32
+from .library_calls import MHA_CALLS, SDPA_CALLS, SOFTMAX_CALLS
 
 ASSIGNMENT = "04-attention"
 
-SOFTMAX_CALLS = Forbidden(
-    label="torch.softmax / Tensor.softmax / F.softmax (a library softmax)",
-    builtin_names=frozenset({"softmax", "_softmax", "special_softmax", "log_softmax", "_log_softmax"}),
-    python_functions=frozenset(
-        {("torch/nn/functional.py", "softmax"), ("torch/nn/functional.py", "log_softmax")}
-    ),
-)
-SDPA_CALLS = Forbidden(
-    label="torch.nn.functional.scaled_dot_product_attention",
-    builtin_names=frozenset(
-        {
-            "scaled_dot_product_attention",
-            "_scaled_dot_product_attention_math",
-            "_scaled_dot_product_flash_attention",
-            "_scaled_dot_product_efficient_attention",
-            "_scaled_dot_product_flash_attention_for_cpu",
-            "_fused_sdp_choice",
-        }
-    ),
-)
-MHA_CALLS = Forbidden(
-    label="torch.nn.MultiheadAttention",
-    builtin_names=frozenset({"_native_multi_head_attention"}),
-    python_functions=frozenset(
-        {("torch/nn/functional.py", "multi_head_attention_forward"),
-         ("torch/nn/modules/activation.py", "MultiheadAttention")}
-    ),
-)
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _randn(gen: torch.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
-    return torch.randn(*shape, generator=gen, dtype=torch.float64) * scale
-
-
-def _both_dtypes(cases: list[Case], float32_too: set[str]) -> list[Case]:
-    """Every case in float64, and the labelled ones again in float32."""
-    out = list(cases)
-    for case in cases:
-        if case.label in float32_too:
-            c32 = case.to(torch.float32)
-            out.append(Case(case.label + " (float32)", c32.args, c32.kwargs))
-    return out
-
-
-def expect_sums_to_one(weights: torch.Tensor, dim: int, what: str, hint: str) -> None:
-    """Raise with the first slice along ``dim`` that does not sum to 1."""
-    __tracebackhide__ = True
-    sums = weights.detach().to(torch.float64).sum(dim=dim)
-    bad = ~torch.isclose(sums, torch.ones_like(sums), atol=1e-4, rtol=0) | sums.isnan()
-    if bad.any():
-        index = tuple(bad.nonzero()[0].tolist())
-        raise ExerciseFailure(
-            f"{what}: row {fmt_index(index)} does not sum to 1 (sum = "
-            f"{fmt_number(sums[index].item())}).\n  Hint: {hint}"
-        )
 
 
 def _rows_hint(outputs: tuple, case: Case) -> str | None:
@@ -172,21 +117,26 @@ def softmax_visible(call: Callable[..., tuple]) -> int:
 
 def softmax_cases(gen: torch.Generator) -> list[Case]:
     cases = [
-        Case("a vector of length 6", (_randn(gen, 6),)),
-        Case("a (3, 5) matrix", (_randn(gen, 3, 5),)),
-        Case("a (2, 3, 4, 6) tensor", (_randn(gen, 2, 3, 4, 6, scale=3.0),)),
-        Case("a (4, 3) matrix with dim=0", (_randn(gen, 4, 3),), {"dim": 0}),
-        Case("a (2, 5, 3) tensor with dim=1", (_randn(gen, 2, 5, 3),), {"dim": 1}),
-        Case("a (3, 1) matrix (rows of length 1)", (_randn(gen, 3, 1),)),
-        Case("large inputs (about ±1000)", (_randn(gen, 4, 7, scale=1000.0),)),
-        Case("very negative inputs (about -1000)", (_randn(gen, 3, 5) - 1000.0,)),
+        Case("a vector of length 6", (randn(gen, 6),)),
+        Case("a (3, 5) matrix", (randn(gen, 3, 5),)),
+        Case("a (2, 3, 4, 6) tensor", (randn(gen, 2, 3, 4, 6, scale=3.0),)),
+        Case("a (4, 3) matrix with dim=0", (randn(gen, 4, 3),), {"dim": 0}),
+        Case("a (2, 5, 3) tensor with dim=1", (randn(gen, 2, 5, 3),), {"dim": 1}),
+        Case("a (3, 1) matrix (rows of length 1)", (randn(gen, 3, 1),)),
+        Case("large inputs (about ±1000)", (randn(gen, 4, 7, scale=1000.0),)),
+        Case("very negative inputs (about -1000)", (randn(gen, 3, 5) - 1000.0,)),
     ]
-    with_inf = _randn(gen, 3, 6)
+    with_inf = randn(gen, 3, 6)
     with_inf[0, 2:] = float("-inf")
     with_inf[2, 0] = float("-inf")
     cases.append(Case("rows with some -inf entries (masked scores)", (with_inf,)))
-    return _both_dtypes(cases, {"a (3, 5) matrix", "a (2, 3, 4, 6) tensor",
+    return with_float32(cases, {"a (3, 5) matrix", "a (2, 3, 4, 6) tensor",
                                 "large inputs (about ±1000)", "a (4, 3) matrix with dim=0"})
+
+
+def _stable_softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
+    shifted = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return shifted / shifted.sum(dim=dim, keepdim=True)
 
 
 def _naive_softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -205,9 +155,10 @@ SOFTMAX = Exercise(
         Mistake(_naive_softmax,
                 "exp overflows for large inputs (exp(1000) = inf, and inf/inf = NaN): subtract "
                 "the maximum along `dim` before exp."),
-        Mistake(lambda x, dim=-1: torch.softmax(x, dim=-1),
+        # Written without torch.softmax: a mistake must fail as a mistake, not as a forbidden call.
+        Mistake(lambda x, dim=-1: _stable_softmax(x, dim=-1),
                 "you always normalise over the last dimension: use the `dim` argument."),
-        Mistake(lambda x, dim=-1: torch.softmax(x, dim=0),
+        Mistake(lambda x, dim=-1: _stable_softmax(x, dim=0),
                 "you normalise over dimension 0: use the `dim` argument."),
         Mistake(lambda x, dim=-1: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum(),
                 "you normalise over the whole tensor: sum along `dim` only, with keepdim=True."),
@@ -258,16 +209,16 @@ def scores_visible(call: Callable[..., tuple]) -> int:
 
 def scores_cases(gen: torch.Generator) -> list[Case]:
     cases = [
-        Case("q (5, 4), k (7, 4)", (_randn(gen, 5, 4), _randn(gen, 7, 4))),
-        Case("q (2, 5, 8), k (2, 7, 8)", (_randn(gen, 2, 5, 8), _randn(gen, 2, 7, 8))),
+        Case("q (5, 4), k (7, 4)", (randn(gen, 5, 4), randn(gen, 7, 4))),
+        Case("q (2, 5, 8), k (2, 7, 8)", (randn(gen, 2, 5, 8), randn(gen, 2, 7, 8))),
         Case("q (2, 3, 4, 16), k (2, 3, 6, 16) (batch and heads)",
-             (_randn(gen, 2, 3, 4, 16), _randn(gen, 2, 3, 6, 16))),
-        Case("a single query, q (2, 1, 8), k (2, 5, 8)", (_randn(gen, 2, 1, 8), _randn(gen, 2, 5, 8))),
-        Case("a single key, q (2, 4, 8), k (2, 1, 8)", (_randn(gen, 2, 4, 8), _randn(gen, 2, 1, 8))),
-        Case("large d_k = 512, q (3, 512), k (4, 512)", (_randn(gen, 3, 512), _randn(gen, 4, 512))),
-        Case("q (2, 6, 3), k (2, 6, 3) (L = S)", (_randn(gen, 2, 6, 3), _randn(gen, 2, 6, 3))),
+             (randn(gen, 2, 3, 4, 16), randn(gen, 2, 3, 6, 16))),
+        Case("a single query, q (2, 1, 8), k (2, 5, 8)", (randn(gen, 2, 1, 8), randn(gen, 2, 5, 8))),
+        Case("a single key, q (2, 4, 8), k (2, 1, 8)", (randn(gen, 2, 4, 8), randn(gen, 2, 1, 8))),
+        Case("large d_k = 512, q (3, 512), k (4, 512)", (randn(gen, 3, 512), randn(gen, 4, 512))),
+        Case("q (2, 6, 3), k (2, 6, 3) (L = S)", (randn(gen, 2, 6, 3), randn(gen, 2, 6, 3))),
     ]
-    return _both_dtypes(cases, {"q (2, 5, 8), k (2, 7, 8)",
+    return with_float32(cases, {"q (2, 5, 8), k (2, 7, 8)",
                                 "q (2, 3, 4, 16), k (2, 3, 6, 16) (batch and heads)",
                                 "large d_k = 512, q (3, 512), k (4, 512)"})
 
@@ -303,7 +254,7 @@ SCORES = Exercise(
 def sdpa_visible(call: Callable[..., tuple]) -> int:
     __tracebackhide__ = True
     gen = torch.Generator().manual_seed(0)
-    q, k, v = _randn(gen, 2, 5, 8), _randn(gen, 2, 7, 8), _randn(gen, 2, 7, 3)
+    q, k, v = randn(gen, 2, 5, 8), randn(gen, 2, 7, 8), randn(gen, 2, 7, 3)
     out, w = call("q (2, 5, 8), k (2, 7, 8), v (2, 7, 3)", q, k, v)
     for got, want, name in ((w, (2, 5, 7), "weights"), (out, (2, 5, 3), "output")):
         if tuple(got.shape) != want:
@@ -352,8 +303,8 @@ def sdpa_visible(call: Callable[..., tuple]) -> int:
 
 def sdpa_cases(gen: torch.Generator) -> list[Case]:
     def qkv(batch: tuple, L: int, S: int, d_k: int, d_v: int, scale: float = 1.0):
-        return (_randn(gen, *batch, L, d_k, scale=scale), _randn(gen, *batch, S, d_k, scale=scale),
-                _randn(gen, *batch, S, d_v))
+        return (randn(gen, *batch, L, d_k, scale=scale), randn(gen, *batch, S, d_k, scale=scale),
+                randn(gen, *batch, S, d_v))
 
     pad = torch.ones(3, 1, 1, 6, dtype=torch.bool)
     pad[0, ..., 4:] = False  # sequence 0 has 4 real tokens
@@ -375,7 +326,7 @@ def sdpa_cases(gen: torch.Generator) -> list[Case]:
         Case("a random (2, 4, 5) mask with a row that allows nothing", qkv((2,), 4, 5, 8, 3),
              {"mask": random_mask}),
     ]
-    return _both_dtypes(cases, {"q (2, 5, 8), k (2, 7, 8), v (2, 7, 3)",
+    return with_float32(cases, {"q (2, 5, 8), k (2, 7, 8), v (2, 7, 3)",
                                 "batch and heads, q (2, 3, 4, 16), k/v length 6, d_v 5",
                                 "a causal (6, 6) mask"})
 

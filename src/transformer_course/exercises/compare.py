@@ -59,6 +59,68 @@ def report_warnings(name: str, caught: list[warnings.WarningMessage]) -> None:
             print(f"note: `{name}` triggered a warning (not an error, but worth a look):\n  {text}")
 
 
+def expect_right_kind(exercise: Exercise, fn: Any) -> None:
+    """Raise unless ``fn`` is what the exercise asks for: a class for a module, else a function."""
+    __tracebackhide__ = True
+    ok = isinstance(fn, type) if exercise.is_module else callable(fn) and not isinstance(fn, type)
+    if not ok:
+        kind = "class (derived from nn.Module)" if exercise.is_module else "function"
+        raise ExerciseFailure(
+            f"`{exercise.function}` should be a {kind}, but it is {_a(type(fn).__name__)}: "
+            f"define it with `{'class' if exercise.is_module else 'def'} {exercise.function}`."
+        )
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[:1].lower() in "aeiou" else "a ") + noun
+
+
+def run_case(fn: Callable[..., Any], case: Case) -> Any:
+    """What ``fn`` returns on ``case``: a plain call, or for a module class, build then call.
+
+    A module is built with ``case.init``, given the case's weights (``load_state_dict``),
+    moved to the case's dtype and device and put in eval mode (no dropout) before the call.
+    """
+    if case.init is None:
+        return fn(*case.args, **case.kwargs)
+    module = build_module(fn, case)
+    return module(*case.args, **case.kwargs)
+
+
+def build_module(cls: Callable[..., Any], case: Case) -> torch.nn.Module:
+    """``cls(*case.init, **case.init_kwargs)`` with the case's weights loaded (see run_case)."""
+    __tracebackhide__ = True
+    name = getattr(cls, "__name__", "the class")
+    arguments = ", ".join([*map(repr, case.init), *(f"{k}={v!r}" for k, v in case.init_kwargs.items())])
+    call = f"{name}({arguments})"
+    module = cls(*case.init, **case.init_kwargs)
+    if not isinstance(module, torch.nn.Module):
+        raise ExerciseFailure(
+            f"{call} made a {type(module).__name__}; `{name}` should be a class derived from "
+            f"torch.nn.Module (class {name}(nn.Module): ...)."
+        )
+    if case.state is not None:
+        mine = module.state_dict()
+        missing = sorted(set(case.state) - set(mine))
+        extra = sorted(set(mine) - set(case.state))
+        if missing or extra:
+            raise ExerciseFailure(
+                f"{call} has parameters named differently from the reference, so the checks "
+                f"cannot give it the reference's weights.\n  missing: {', '.join(missing) or '-'}"
+                f"\n  unexpected: {', '.join(extra) or '-'}\n  Hint: use the names and "
+                "submodules given in the exercise (e.g. self.q_proj = nn.Linear(...))."
+            )
+        for key, value in case.state.items():
+            if tuple(mine[key].shape) != tuple(value.shape):
+                raise ExerciseFailure(
+                    f"{call}: `{key}` has shape {tuple(mine[key].shape)}, the reference's has "
+                    f"{tuple(value.shape)}. nn.Linear(in, out) stores its weight as (out, in)."
+                )
+        module.load_state_dict(case.state)
+    module.to(device=case.device, dtype=case.dtype)
+    return module.eval()
+
+
 def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case) -> tuple[torch.Tensor, ...]:
     """Call ``fn`` on a copy of the case and return its outputs as a tuple of tensors.
 
@@ -73,7 +135,7 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case) -> tupl
         # stderr; we pass warnings on to stdout instead, once each.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = fn(*inputs.args, **inputs.kwargs)
+            result = run_case(fn, inputs)
         report_warnings(name, caught)
     except NotImplementedError:
         raise ExerciseFailure(
@@ -116,9 +178,7 @@ def normalise_outputs(exercise: Exercise, result: Any, case: Case) -> tuple[torc
             )
         outputs = tuple(result)
     dtype = case.dtype
-    device = next(
-        (a.device for a in (*case.args, *case.kwargs.values()) if isinstance(a, torch.Tensor)), None
-    )
+    device = case.device
     for out, out_name in zip(outputs, names):
         if result is None:
             raise ExerciseFailure(f"`{name}` returned None: did you forget the `return`?")
@@ -197,3 +257,16 @@ def expect_close(
     problem = mismatch(actual, expected, what=what, rtol=rtol, atol=atol)
     if problem:
         raise ExerciseFailure(problem + (f".\n  Hint: {hint}" if hint else "."))
+
+
+def expect_sums_to_one(weights: torch.Tensor, dim: int, what: str, hint: str) -> None:
+    """Raise with the first slice along ``dim`` that does not sum to 1 (for weights)."""
+    __tracebackhide__ = True
+    sums = weights.detach().to(torch.float64).sum(dim=dim)
+    bad = ~torch.isclose(sums, torch.ones_like(sums), atol=1e-4, rtol=0) | sums.isnan()
+    if bad.any():
+        index = tuple(bad.nonzero()[0].tolist())
+        raise ExerciseFailure(
+            f"{what}: row {fmt_index(index)} does not sum to 1 (sum = "
+            f"{fmt_number(sums[index].item())}).\n  Hint: {hint}"
+        )

@@ -65,8 +65,20 @@ def static_violation(
 ) -> str | None:
     """What forbidden thing ``fn``'s source or globals name, or None.
 
-    ``allowed`` maps global names to the reference functions we substituted ourselves.
+    ``allowed`` maps global names to the reference functions we substituted ourselves. For a
+    class, each method it defines is looked at (a class typed into a notebook has no source
+    file that ``inspect`` could read as a whole, but its methods do).
     """
+    if isinstance(fn, type):
+        methods = [v for v in vars(fn).values() if isinstance(v, types.FunctionType)]
+        for method in methods:
+            violation = static_violation(exercise, method, allowed)
+            if violation:
+                return violation
+        for base in fn.__bases__:
+            if is_reference_module(getattr(base, "__module__", "")):
+                return f"derives from {_describe(base)} of the course's reference implementation"
+        return None
     code = getattr(fn, "__code__", None)
     fn_globals = getattr(fn, "__globals__", {})
     if code is not None:
@@ -133,7 +145,7 @@ class Tripwire:
             else:
                 for rule in self.rules:
                     for suffix, name in rule.python_functions:
-                        if code.co_name == name and code.co_filename.endswith(suffix):
+                        if name in ("*", code.co_name) and code.co_filename.endswith(suffix):
                             self.violation = f"calls {rule.label}"
         elif event == "c_call":
             name = getattr(arg, "__name__", "")

@@ -27,7 +27,7 @@ import torch
 from ..checks import student_caller
 from ..device import available_devices
 from ..exercises import Case, Exercise, ExerciseFailure, get
-from ..exercises.compare import call_student, mismatch, normalise_outputs
+from ..exercises.compare import call_student, expect_right_kind, mismatch, normalise_outputs, run_case
 from ..exercises.forbidden import Tripwire, raise_if_forbidden, static_violation
 
 DEFAULT_SEED = 20171206  # "Attention Is All You Need" went to NeurIPS in December 2017
@@ -45,7 +45,11 @@ def with_globals(fn: Callable[..., Any], overrides: dict[str, Any]) -> Callable[
     functions: ``scaled_dot_product_attention`` calling ``softmax`` gets the reference softmax,
     while the student's notebook is left untouched.
     """
-    if not overrides or not isinstance(fn, types.FunctionType):
+    if not overrides:
+        return fn
+    if isinstance(fn, type):
+        return _class_with_globals(fn, overrides)
+    if not isinstance(fn, types.FunctionType):
         return fn
     copy = types.FunctionType(
         fn.__code__, {**fn.__globals__, **overrides}, fn.__name__, fn.__defaults__, fn.__closure__
@@ -56,9 +60,24 @@ def with_globals(fn: Callable[..., Any], overrides: dict[str, Any]) -> Callable[
     return copy
 
 
+def _class_with_globals(cls: type, overrides: dict[str, Any]) -> type:
+    """A subclass of ``cls`` whose own methods see ``overrides`` in place of those globals.
+
+    A subclass rather than a copy: the methods' zero-argument ``super()`` still refers to
+    ``cls``, and the subclass's method resolution order makes that work unchanged.
+    """
+    namespace: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    for name, value in vars(cls).items():
+        if isinstance(value, types.FunctionType):
+            namespace[name] = with_globals(value, overrides)
+    return type(cls.__name__, (cls,), namespace)
+
+
 def guarded(exercise: Exercise, fn: Callable[..., Any], allowed: dict[str, Any]) -> Callable[..., Any]:
     """``fn`` wrapped so that a forbidden call made while it runs raises ExerciseFailure."""
-    allowed_code = {f.__code__ for f in allowed.values() if hasattr(f, "__code__")}
+    allowed_code = {code for f in allowed.values() for code in _code_objects(f)}
+    if isinstance(fn, type):
+        return _guarded_class(exercise, fn, allowed_code)
 
     def run(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True
@@ -72,13 +91,44 @@ def guarded(exercise: Exercise, fn: Callable[..., Any], allowed: dict[str, Any])
     return run
 
 
+def _code_objects(obj: Any) -> list[types.CodeType]:
+    """The code of a function, or of every method a class defines itself."""
+    if isinstance(obj, type):
+        return [v.__code__ for v in vars(obj).values() if isinstance(v, types.FunctionType)]
+    return [obj.__code__] if hasattr(obj, "__code__") else []
+
+
+def _guarded_class(exercise: Exercise, cls: type, allowed_code: set[types.CodeType]) -> type:
+    """A subclass of ``cls`` that watches for forbidden calls while it is built and called."""
+
+    def watch(method: Callable[..., Any]) -> Callable[..., Any]:
+        def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
+            __tracebackhide__ = True
+            tripwire = Tripwire(exercise, allowed_code)
+            try:
+                with tripwire:
+                    return method(self, *args, **kwargs)
+            finally:
+                raise_if_forbidden(exercise, tripwire.violation)
+
+        return watched
+
+    namespace = {
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__init__": watch(cls.__init__),
+        "__call__": watch(cls.__call__),
+    }
+    return type(cls.__name__, (cls,), namespace)
+
+
 def _likely_mistake(exercise: Exercise, outputs: tuple, case: Case) -> str | None:
     """The hint of the first typical mistake whose output equals the student's, if any."""
     dtype = case.dtype or torch.float64
     for mistake in exercise.mistakes:
         try:
             with torch.no_grad():
-                wrong = normalise_outputs(exercise, mistake.fn(*case.args, **case.kwargs), case)
+                wrong = normalise_outputs(exercise, run_case(mistake.fn, case), case)
         except Exception:  # noqa: BLE001 - a mistake that cannot run on this case says nothing
             continue
         if all(
@@ -148,8 +198,7 @@ def grade(function: str, namespace: dict[str, Any], seed: int | None = None) -> 
             f"`{function}` is not defined: run the cell that defines it, and keep the name "
             f"`{function}` (the checks look it up by name)."
         )
-    if not callable(fn):
-        raise ExerciseFailure(f"`{function}` should be a function, but it is a {type(fn).__name__}.")
+    expect_right_kind(exercise, fn)
     dependencies = {name: get(name).load_reference() for name in exercise.uses}
     isolated = with_globals(fn, dependencies)
     raise_if_forbidden(exercise, static_violation(exercise, fn, dependencies))
@@ -164,7 +213,7 @@ def grade(function: str, namespace: dict[str, Any], seed: int | None = None) -> 
             # The reference runs in float64, on the CPU, on the same numbers.
             exact = case.on(torch.device("cpu")).to(torch.float64)
             with torch.no_grad():
-                expected = normalise_outputs(exercise, reference(*exact.args, **exact.kwargs), exact)
+                expected = normalise_outputs(exercise, run_case(reference, exact), exact)
             compare_with_reference(exercise, outputs, expected, case)
             count += 1
     print(f"✓ {function}: all {count} checks passed.")

@@ -1,16 +1,13 @@
-"""Figures for the book and the notebooks, drawn from the reference implementation.
+"""Figures about attention itself (chapter 4): heatmaps, the √d_k experiments.
 
-Every figure in the book comes from a code cell that calls one of these helpers at build time,
-so a figure can never drift away from the code it illustrates. Two kinds of function live here:
+Two kinds of function live here:
 
 * **experiments** (``dot_product_variance``, ``softmax_saturation``) run the reference
   functions of :mod:`transformer_course.attention` and return plain numbers;
 * **plots** (``plot_*``) draw those numbers, or a weight matrix, and return the matplotlib
   ``Axes`` or ``Figure`` they drew on.
 
-Nothing here calls ``plt.show()``: in a notebook the figure appears by itself at the end of the
-cell; in a script, call ``fig.savefig(...)`` or ``plt.show()`` yourself. Pass ``ax=`` (or
-``axes=``) to draw into a figure of your own.
+See :mod:`transformer_course.plotting` for the conventions all figure helpers follow.
 """
 
 from __future__ import annotations

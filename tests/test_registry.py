@@ -1,0 +1,82 @@
+"""Every registered exercise, whatever its chapter: the solution passes, typical mistakes fail for
+the right reason, the registry and the solution notebook agree, and the visible checks need no
+reference implementation. (Fast: answer cells run as plain Python, no notebooks or kernels.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from course_helpers import ROOT, solution_code, solution_module
+from transformer_course import exercises
+from transformer_course.checks import check
+from transformer_course.exercises import ExerciseFailure
+from transformer_course.grading.course import assignments
+from transformer_course.grading.hidden import grade
+from transformer_course.grading.release import registry_problems
+
+ASSIGNMENTS = assignments(ROOT)
+ALL = [pytest.param(e, id=e.function) for e in exercises.ALL]
+
+
+def test_every_assignment_has_exercises_and_every_exercise_an_assignment():
+    assert ASSIGNMENTS, "no assignment under solutions/"
+    for assignment in ASSIGNMENTS:
+        assert exercises.for_assignment(assignment), f"{assignment} has no registered exercise"
+    for exercise in exercises.ALL:
+        assert exercise.assignment in ASSIGNMENTS, f"{exercise.function}: no solutions/{exercise.assignment}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_registry_and_solution_notebook_agree(assignment):
+    assert registry_problems(ROOT, assignment) == []
+
+
+@pytest.mark.parametrize("exercise", ALL)
+def test_the_solution_passes_visible_and_hidden_checks(tmp_path, exercise, capsys):
+    module = solution_module(tmp_path, exercise.assignment)
+    name = exercise.function
+    check(name, getattr(module, name))
+    grade(name, vars(module))
+    out = capsys.readouterr().out
+    assert f"✓ {name}: all" in out and "visible checks passed" in out
+
+
+@pytest.mark.parametrize("exercise", ALL)
+def test_each_typical_mistake_fails_its_exercise_for_the_right_reason(tmp_path, exercise):
+    name = exercise.function
+    assert exercise.mistakes, f"{name} lists no typical mistakes"
+    for mistake in exercise.mistakes:
+        if exercise.is_module:
+            assert isinstance(mistake.fn, type), f"{name}: a module exercise's mistakes are classes"
+        module = solution_module(tmp_path, exercise.assignment)
+        setattr(module, name, mistake.fn)  # the mistake, dropped in as the student's answer
+        with pytest.raises(ExerciseFailure) as caught:
+            grade(name, vars(module))
+        message = str(caught.value)
+        for wrong_reason in ("should be a", "not implemented", "is not defined", "earns no points"):
+            assert wrong_reason not in message, f"{name}: mistake {mistake.hint!r} failed with {message!r}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_visible_checks_need_no_reference_implementation(tmp_path, assignment):
+    """The student bundle: the notebook's setup and visible checks import no reference module."""
+    names = [e.function for e in exercises.for_assignment(assignment)]
+    (tmp_path / "sol.py").write_text(solution_code(assignment), encoding="utf-8")
+    code = f"""
+import importlib.util, sys
+from transformer_course.checks import check
+from transformer_course.exercises.forbidden import is_reference_module
+spec = importlib.util.spec_from_file_location("sol", {str(tmp_path / 'sol.py')!r})
+sol = importlib.util.module_from_spec(spec); spec.loader.exec_module(sol)
+for name in {names!r}:
+    check(name, getattr(sol, name))
+loaded = sorted(m for m in sys.modules if is_reference_module(m) and m != "transformer_course")
+assert not loaded, f"reference modules loaded: {{loaded}}"
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
