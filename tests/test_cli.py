@@ -25,7 +25,7 @@ def test_help_lists_the_commands():
 def test_grade_refuses_a_missing_folder_with_a_message(tmp_path):
     result = run_cli("grade", "04-attention", str(tmp_path / "nope"))
     assert result.returncode == 2
-    assert "is not a folder of submissions" in result.stderr and "Traceback" not in result.stderr
+    assert "is not a folder or a .zip of submissions" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_grade_refuses_an_unknown_assignment(tmp_path):
@@ -67,7 +67,7 @@ def test_find_submissions_layouts(tmp_path):
     (tmp_path / "notes.txt").write_text("")
     found = {s.student: s for s in find_submissions(tmp_path, ["attention.ipynb"])}
     assert sorted(found) == ["ann", "ben", "cat", "dan"]
-    assert found["ann"].path.name == "attention.ipynb" and "ann.ipynb" in found["ann"].note
+    assert found["ann"].path.name == "attention.ipynb" and "ann.ipynb" in " ".join(found["ann"].all_notes())
     assert found["ben"].path.name == "Untitled.ipynb" and "as attention.ipynb" in found["ben"].note
     assert found["cat"].path is None and "a.ipynb, b.ipynb" in found["cat"].problem
     assert found["dan"].path.name == "dan.ipynb"
@@ -84,3 +84,63 @@ def test_the_reports_folder_is_not_taken_for_a_student(tmp_path):
     (tmp_path / "eve.ipynb").write_text("{}")
     found = find_submissions(tmp_path, ["attention.ipynb"], skip=tmp_path / "grades")
     assert [s.student for s in found] == ["eve"]
+
+
+def test_learning_management_system_layouts(tmp_path):
+    """Canvas, Moodle and Blackboard downloads: the student comes from each name."""
+    for name in ("smithjohn_12345_678901_attention.ipynb",  # Canvas
+                 "doejane_late_12346_678902_attention-1.ipynb",  # Canvas, late and renamed
+                 "Homework 4_kwan_attempt_2026-11-20-09-30-00_attention.ipynb",  # Blackboard
+                 "Homework 4_kwan_attempt_2026-11-21-08-00-00_attention.ipynb",  # ... a later attempt
+                 "Homework 4_kwan_attempt_2026-11-21-08-00-00.txt"):  # ... its receipt
+        (tmp_path / name).write_text("{}")
+    moodle = tmp_path / "Ada Lovelace_4711_assignsubmission_file_"
+    moodle.mkdir()
+    (moodle / "attention.ipynb").write_text("{}")
+    found = {s.student: s for s in find_submissions(tmp_path, ["attention.ipynb"])}
+    assert sorted(found) == ["Ada Lovelace", "doejane", "kwan", "smithjohn"]
+    assert found["kwan"].path.name.startswith("Homework 4_kwan_attempt_2026-11-21")
+    assert "graded the latest attempt" in " ".join(found["kwan"].all_notes())
+    assert found["Ada Lovelace"].path == moodle / "attention.ipynb"
+
+
+def _zip(path, files: dict[str, str]):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return path
+
+
+@pytest.mark.parametrize("files, students", [
+    ({"ann/attention.ipynb": "{}", "ben.ipynb": "{}"}, ["ann", "ben"]),
+    ({"class/ann/attention.ipynb": "{}", "class/ben/attention.ipynb": "{}"}, ["ann", "ben"]),
+    ({"class/ann.ipynb": "{}", "class/ben.ipynb": "{}", "__MACOSX/._x": ""}, ["ann", "ben"]),
+    ({"smithjohn_12345_678901_attention.ipynb": "{}"}, ["smithjohn"]),
+])
+def test_a_zip_of_submissions_is_unpacked(tmp_path, files, students):
+    from transformer_course.grading.submissions import collect
+
+    found = collect(_zip(tmp_path / "class.zip", files), ["attention.ipynb"], tmp_path / "work")
+    assert [s.student for s in found] == students
+
+
+@pytest.mark.parametrize("name", ["../evil.ipynb", "/etc/evil.ipynb", "a/../../evil.ipynb"])
+def test_a_zip_that_would_write_outside_its_folder_is_refused(tmp_path, name):
+    from transformer_course.grading.submissions import SubmissionsError, collect
+
+    with pytest.raises(SubmissionsError, match="unsafe entry"):
+        collect(_zip(tmp_path / "class.zip", {name: "{}"}), ["attention.ipynb"], tmp_path / "work")
+    assert not (tmp_path / "evil.ipynb").exists()
+
+
+def test_a_damaged_zip_is_a_clear_error_from_the_command(tmp_path):
+    (tmp_path / "class.zip").write_bytes(b"PK\x03\x04 not really")
+    result = subprocess.run(
+        [sys.executable, "-m", "transformer_course", "grade", "04-attention", str(tmp_path / "class.zip"),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )
+    assert result.returncode == 2 and "not a readable zip file" in result.stderr
+    assert "Traceback" not in result.stderr

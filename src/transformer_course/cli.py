@@ -27,8 +27,8 @@ def _grade(args: argparse.Namespace) -> int:
 
     root = find_course_root()
     submissions = Path(args.submissions)
-    if not submissions.is_dir():
-        print(f"error: {submissions} is not a folder of submissions "
+    if not (submissions.is_dir() or submissions.suffix.lower() == ".zip" and submissions.is_file()):
+        print(f"error: {submissions} is not a folder or a .zip of submissions "
               "(<student>/<notebook>.ipynb or <student>.ipynb)", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     grd = commands.add_parser("grade", help="grade a folder of submissions")
     grd.add_argument("assignment", help="the assignment, e.g. 04-attention")
-    grd.add_argument("submissions", help="folder of <student>/<notebook>.ipynb or <student>.ipynb")
+    grd.add_argument("submissions", help="folder or .zip of <student>/<notebook>.ipynb or <student>.ipynb, "
+                     "or a Canvas, Moodle or Blackboard download")
     grd.add_argument("--out", default="grades", help="where grades.csv and feedback/ go (default: grades)")
     grd.add_argument("--quiet", action="store_true", help="no progress bar")
     grd.set_defaults(run=_grade)

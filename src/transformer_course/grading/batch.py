@@ -13,7 +13,7 @@ from .. import exercises
 from .nbgrader_backend import NbgraderBackend
 from .report import summary_table, write_csv, write_feedback, write_json
 from .results import StudentResult
-from .submissions import find_submissions, safe_id
+from .submissions import collect, safe_id
 
 
 class Backend(Protocol):
@@ -47,10 +47,11 @@ def grade_folder(
     results: list[StudentResult] = []
     with tempfile.TemporaryDirectory(prefix="transformer-course-grade-") as work:
         backend: Backend = NbgraderBackend(root, assignment, Path(work))
-        found = find_submissions(submissions, backend.notebook_names, skip=out)
+        found = collect(submissions, backend.notebook_names, Path(work), skip=out)
         if not found:
             raise ValueError(
-                f"no submissions in {submissions}: expected <student>/<notebook>.ipynb or <student>.ipynb"
+                f"no submissions in {submissions}: expected <student>/<notebook>.ipynb or <student>.ipynb "
+                "(or a zip of them, or a learning-management system's download)"
             )
         out.mkdir(parents=True, exist_ok=True)
         backend.prepare()
@@ -74,8 +75,7 @@ def grade_folder(
                         StudentResult(student, source), f"grading failed: {type(error).__name__}: {error}"
                     )
             result.student = submission.student
-            if submission.note:
-                result.notes.append(submission.note)
+            result.notes.extend(submission.all_notes())
             results.append(result)
     write_csv(out / "grades.csv", assignment, results)
     write_json(out / "results.json", assignment, results)
