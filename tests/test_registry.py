@@ -85,3 +85,18 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_the_registry_imports_no_reference_module():
+    """Importing the checks (and so every chapter's exercises) loads no reference module:
+    references are named by strings and loaded only when grading."""
+    code = (
+        "import sys\n"
+        "import transformer_course.checks\n"
+        "from transformer_course.exercises.forbidden import is_reference_module\n"
+        "loaded = sorted(m for m in sys.modules if is_reference_module(m) and m != 'transformer_course')\n"
+        "print(loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]", f"reference modules loaded by the registry: {result.stdout}"
