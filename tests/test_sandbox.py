@@ -1,0 +1,165 @@
+"""The sandbox that student code runs in: what it cannot see, reach or exhaust.
+
+Each test runs real code in a real bubblewrap sandbox. Without bubblewrap they are skipped, with
+the reason (`.ci/run` installs it, so CI runs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from transformer_course.grading.sandbox import GiB, Limits, run_sandboxed, sandbox_problem
+
+pytestmark = pytest.mark.skipif(bool(sandbox_problem()), reason=f"no sandbox here: {sandbox_problem()}")
+
+PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")
+REPO = Path(__file__).resolve().parents[1]
+QUICK = Limits(wall_seconds=10, cpu_seconds=10, memory_bytes=1 * GiB)
+
+
+def python(tmp_path: Path, code: str, limits: Limits = QUICK, args: tuple[str, ...] = (), **kwargs):
+    (tmp_path / "main.py").write_text(code, encoding="utf-8")
+    return run_sandboxed([PYTHON, "main.py", *args], tmp_path, limits=limits, **kwargs)
+
+
+def test_plain_code_runs_and_its_output_comes_back(tmp_path):
+    result = python(tmp_path, "print(6 * 7)\nopen('out.txt', 'w').write('kept')\n")
+    assert result.returncode == 0 and result.stdout == b"42\n" and result.ended_by is None
+    assert (tmp_path / "out.txt").read_text() == "kept"  # its own folder is writable
+
+
+def test_no_network(tmp_path):
+    code = (
+        "import socket\n"
+        "try:\n"
+        "    socket.create_connection(('1.1.1.1', 80), timeout=3)\n"
+        "    print('connected')\n"
+        "except OSError as e:\n"
+        "    print('refused', e.errno)\n"
+    )
+    result = python(tmp_path, code)
+    assert result.stdout.startswith(b"refused"), result.stdout + result.stderr
+
+
+def test_the_course_and_other_folders_are_invisible(tmp_path):
+    other = tmp_path.parent / f"other-student-{uuid.uuid4().hex}"
+    other.mkdir()
+    (other / "answers.ipynb").write_text("secret")
+    work = tmp_path / "work"
+    work.mkdir()
+    code = (
+        "import os\n"
+        f"for path in [{str(REPO)!r}, {str(other)!r}, '/home', {str(REPO / 'solutions')!r}]:\n"
+        "    print(path, os.path.exists(path))\n"
+        "# /root shows only where Python itself lives when it is installed there (pyenv)\n"
+        "print('/root holds', os.listdir('/root') if os.path.exists('/root') else [])\n"
+    )
+    result = python(work, code)
+    assert result.returncode == 0, result.stderr
+    assert b"True" not in result.stdout, result.stdout
+    assert result.stdout.splitlines()[-1] in (b"/root holds []", b"/root holds ['.pyenv']")
+
+
+@pytest.mark.parametrize("path", ["/usr/evil.txt", "/etc/evil.txt", "/work/../evil.txt"])
+def test_nothing_outside_its_folder_is_writable(tmp_path, path):
+    result = python(tmp_path, f"open({path!r}, 'w').write('x')\n")
+    assert result.returncode != 0 and (b"Read-only" in result.stderr or b"Permission" in result.stderr
+                                       or b"No such file" in result.stderr), result.stderr
+    assert not Path(path).exists()
+
+
+def test_an_infinite_loop_is_stopped_by_the_wall_clock(tmp_path):
+    start = time.perf_counter()
+    result = python(tmp_path, "while True:\n    pass\n", Limits(wall_seconds=2, cpu_seconds=60))
+    assert result.timed_out and "ran out of time" in result.ended_by
+    assert time.perf_counter() - start < 10
+
+
+def test_a_loop_that_ignores_sigint_is_stopped_too(tmp_path):
+    code = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.1)\n"
+    result = python(tmp_path, code, Limits(wall_seconds=2))
+    assert result.timed_out
+
+
+def test_cpu_time_is_limited(tmp_path):
+    result = python(tmp_path, "while True:\n    pass\n", Limits(wall_seconds=30, cpu_seconds=1))
+    assert not result.timed_out and "CPU time" in result.ended_by
+
+
+def test_a_huge_allocation_fails_inside_the_sandbox(tmp_path):
+    code = "try:\n    x = bytearray(10 * 1024**3)\nexcept MemoryError:\n    print('MemoryError')\n"
+    result = python(tmp_path, code)
+    assert result.stdout == b"MemoryError\n", result.stderr
+
+
+def test_flooding_the_output_is_stopped(tmp_path):
+    result = python(tmp_path, "while True:\n    print('x' * 10000)\n", Limits(wall_seconds=20, output_bytes=100_000))
+    assert result.output_overflow and len(result.stdout) <= 100_000
+    assert "too much output" in result.ended_by
+
+
+def test_os_exit_is_reported_as_an_exit_code(tmp_path):
+    result = python(tmp_path, "import os\nos._exit(3)\n")
+    assert result.returncode == 3 and result.ended_by is None
+
+
+def _leftover(marker: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if "pgrep" not in line]
+
+
+def test_no_process_outlives_the_sandbox(tmp_path):
+    marker = f"sleep {1000 + os.getpid() % 1000}.{uuid.uuid4().int % 1000}"
+    code = (
+        "import subprocess, os\n"
+        f"subprocess.Popen({marker.split()!r}, start_new_session=True)\n"
+        f"if os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', {marker.split()!r})\n"
+        "print('started')\n"
+    )
+    result = python(tmp_path, code)
+    assert result.stdout == b"started\n", result.stderr
+    time.sleep(0.5)
+    assert _leftover(marker) == []
+
+
+def test_a_fork_bomb_is_contained(tmp_path):
+    code = (
+        "import os, time\n"
+        "children = 0\n"
+        "for _ in range(100000):\n"
+        "    try:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(30)\n"
+        "            os._exit(0)\n"
+        "        children += 1\n"
+        "    except OSError:\n"
+        "        break\n"
+        "print('children', children)\n"
+    )
+    marker = f"fork-bomb-{uuid.uuid4().hex}"
+    result = python(tmp_path, code, Limits(wall_seconds=15, processes=32), args=(marker,))
+    assert result.stdout.startswith(b"children"), result.stderr
+    assert int(result.stdout.split()[1]) <= 32
+    time.sleep(0.5)
+    assert _leftover(marker) == []  # the 30-second sleepers were ended with the sandbox
+
+
+@pytest.mark.skipif(os.getuid() != 0 or shutil.which("runuser") is None, reason="needs root to switch user")
+def test_an_ordinary_user_can_create_the_sandbox():
+    """Instructors are not root: bubblewrap must work through unprivileged user namespaces."""
+    result = subprocess.run(
+        ["runuser", "-u", "nobody", "--", "bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+         "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--unshare-all",
+         "--die-with-parent", "--proc", "/proc", "--dev", "/dev", "--", "/usr/bin/id", "-u"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() != "0"
