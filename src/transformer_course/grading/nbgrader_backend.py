@@ -7,7 +7,6 @@ methods (``prepare`` and ``grade``), so the batch, the reports and the command s
 
 from __future__ import annotations
 
-import json
 import shutil
 import warnings
 from pathlib import Path
@@ -15,30 +14,9 @@ from pathlib import Path
 import nbformat
 
 from .. import exercises
+from .canonical import read_notebook
 from .course import load_config, nbgrader_api, sqlite_url
 from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult
-
-
-def read_notebook(path: Path) -> tuple[nbformat.NotebookNode | None, str | None]:
-    """The notebook at ``path``, or why it cannot be read as one."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return None, "the file is not text (UTF-8): is it really a notebook?"
-    if not text.strip():
-        return None, "the file is empty"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        return None, f"the file is not valid JSON ({error.msg} at line {error.lineno}): it may be damaged"
-    try:
-        nb = nbformat.from_dict(data)
-        if nb.get("nbformat", 0) < 4:
-            return None, f"an old notebook format (v{nb.get('nbformat')}); save it in JupyterLab first"
-        nbformat.validate(nb)
-    except Exception as error:  # noqa: BLE001 - any schema problem becomes one clear message
-        return None, f"not a valid notebook: {str(error).splitlines()[0]}"
-    return nb, None
 
 
 def grade_ids_in(nb: nbformat.NotebookNode) -> set[str]:

@@ -1,0 +1,155 @@
+"""Reading a submitted notebook strictly, and rebuilding it from the pristine assignment.
+
+A submission is untrusted: its JSON may be damaged or enormous, its cell metadata edited, its
+test cells deleted or rewritten, its answer cells duplicated. The hardened grader therefore never
+runs the submitted notebook itself. It takes the student's **answer cells** (found by their
+nbgrader grade_id) and the **cells the student added**, and puts them into a pristine copy of the
+assignment: the setup, the answer stubs' places and the order all come from the course. What the
+student changed elsewhere is ignored, with a note; an answer that cannot be found or is ambiguous
+costs that exercise only, with a message saying why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+MAX_NOTEBOOK_BYTES = 20 * 1024**2  # a chapter's notebook is ~50 kB; with outputs, a few MB
+
+
+def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> tuple[nbformat.NotebookNode | None, str | None]:
+    """The notebook at ``path``, or why it cannot be read as one (too big, not JSON, invalid)."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        return None, (
+            f"the file is {size / 1024**2:.0f} MB, more than the {max_bytes / 1024**2:.0f} MB a notebook "
+            "may have: clear its outputs (Edit → Clear Outputs of All Cells), save, and submit again"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return None, "the file is not text (UTF-8): is it really a notebook?"
+    if not text.strip():
+        return None, "the file is empty"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, f"the file is not valid JSON ({error.msg} at line {error.lineno}): it may be damaged"
+    if not isinstance(data, dict):
+        return None, "the file is JSON but not a notebook"
+    try:
+        nb = nbformat.from_dict(data)
+        if nb.get("nbformat", 0) < 4:
+            return None, f"an old notebook format (v{nb.get('nbformat')}); save it in JupyterLab first"
+        nbformat.validate(nb)
+    except Exception as error:  # noqa: BLE001 - any schema problem becomes one clear message
+        return None, f"not a valid notebook: {str(error).splitlines()[0]}"
+    return nb, None
+
+
+def grade_id_of(cell: nbformat.NotebookNode) -> str | None:
+    nbgrader = cell.get("metadata", {}).get("nbgrader", {})
+    grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
+    return grade_id if isinstance(grade_id, str) else None
+
+
+def is_answer(cell: nbformat.NotebookNode) -> bool:
+    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("solution"))
+
+
+@dataclass
+class CodeCell:
+    """One code cell of the canonical notebook: where it came from, and its source."""
+
+    kind: str  # "setup" (the course's), "answer" (the student's, by grade_id) or "added" (student's own)
+    grade_id: str | None
+    source: str
+
+
+@dataclass
+class Canonical:
+    """What runs: the course's setup, the student's answers and added cells, in the course's order."""
+
+    cells: list[CodeCell]
+    problems: dict[str, str] = field(default_factory=dict)  # answer grade_id -> why it is not graded
+    notes: list[str] = field(default_factory=list)
+
+    def answer(self, grade_id: str) -> str | None:
+        return next((c.source for c in self.cells if c.kind == "answer" and c.grade_id == grade_id), None)
+
+
+def canonicalise(submitted: nbformat.NotebookNode, pristine: nbformat.NotebookNode) -> Canonical:
+    """Rebuild ``submitted`` on ``pristine`` (the student notebook as released).
+
+    * answer cells (``solution: true``) come from the submission, found by grade_id; missing,
+      duplicated or turned-into-markdown answers become ``problems`` (the pristine stub runs);
+    * the course's setup code cells come from ``pristine``, whatever the submission holds;
+    * code cells the student added (no grade_id of the assignment) are kept, placed after the
+      assignment cell they followed, as nbgrader would run them;
+    * test cells and the course's demo cells are not run: the grader checks from outside.
+    """
+    pristine_ids = [grade_id_of(c) for c in pristine.cells]
+    known = {g for g in pristine_ids if g}
+    answer_ids = {grade_id_of(c) for c in pristine.cells if is_answer(c)}
+    by_id: dict[str, list[nbformat.NotebookNode]] = {}
+    added_after: dict[str | None, list[str]] = {}
+    previous: str | None = None
+    for cell in submitted.cells:
+        grade_id = grade_id_of(cell)
+        if grade_id in known:
+            by_id.setdefault(grade_id, []).append(cell)
+            previous = grade_id
+        elif cell.cell_type == "code" and cell.source.strip():
+            added_after.setdefault(previous, []).append(cell.source)
+
+    canonical = Canonical(cells=[])
+    changed_locked = []
+    for cell, grade_id in zip(pristine.cells, pristine_ids):
+        found = by_id.get(grade_id, []) if grade_id else []
+        if grade_id in answer_ids:
+            canonical.cells.append(CodeCell("answer", grade_id, _answer_source(grade_id, cell, found, canonical)))
+        elif cell.cell_type == "code" and grade_id == "setup":
+            canonical.cells.append(CodeCell("setup", grade_id, cell.source))
+        if grade_id and grade_id not in answer_ids and found and cell.cell_type == "code":
+            if any(c.source != cell.source for c in found):
+                changed_locked.append(grade_id)
+        for source in added_after.get(grade_id, []):
+            canonical.cells.append(CodeCell("added", None, source))
+    for source in added_after.get(None, []):  # added before any assignment cell: run first
+        canonical.cells.insert(0, CodeCell("added", None, source))
+    if changed_locked:
+        canonical.notes.append(
+            "you changed the course's cell(s) " + ", ".join(f"`{g}`" for g in changed_locked)
+            + "; the original version was used (only answer cells are yours to edit)"
+        )
+    count = sum(len(v) for v in added_after.values())
+    if count:
+        canonical.notes.append(f"{count} code cell(s) you added were run too, before the checks")
+    return canonical
+
+
+def _answer_source(grade_id: str, pristine_cell, found: list, canonical: Canonical) -> str:
+    """The student's answer for ``grade_id``, or the pristine stub with a recorded problem."""
+    if len(found) == 1 and found[0].cell_type == "code":
+        return found[0].source
+    if not found:
+        canonical.problems[grade_id] = (
+            f"the answer cell `{grade_id}` is missing from the notebook (deleted, or its cell "
+            "metadata was changed), so there was no answer to grade. Start from a fresh copy of "
+            "the notebook and paste your code into that cell."
+        )
+    elif len(found) > 1:
+        canonical.problems[grade_id] = (
+            f"the notebook has {len(found)} cells with the id `{grade_id}` (a copied cell keeps "
+            "the id), so it is not clear which one is your answer. Keep exactly one and delete "
+            "the copies."
+        )
+    else:
+        canonical.problems[grade_id] = (
+            f"the answer cell `{grade_id}` was changed into a {found[0].cell_type} cell; change "
+            "it back to a code cell."
+        )
+    return pristine_cell.source

@@ -1,0 +1,116 @@
+"""Reading submissions strictly and rebuilding them on the pristine assignment (chapter 4's
+real notebooks, edited the way students and hostile submissions edit them)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import nbformat
+import pytest
+
+from course_helpers import answer_sources, release_path
+from transformer_course.grading.canonical import canonicalise, grade_id_of, read_notebook
+
+CH04 = "04-attention"
+MAX = 1024**2
+
+
+@pytest.fixture
+def pristine():
+    return nbformat.read(release_path(CH04), as_version=4)
+
+
+@pytest.fixture
+def solved(pristine):
+    """What a student hands in: the released notebook with every answer cell filled in."""
+    nb = copy.deepcopy(pristine)
+    answers = answer_sources(CH04)
+    for c in nb.cells:
+        if grade_id_of(c) in answers:
+            c.source = answers[grade_id_of(c)]
+    return nb
+
+
+def cell(nb, grade_id):
+    (found,) = [c for c in nb.cells if grade_id_of(c) == grade_id]
+    return found
+
+
+def test_an_honest_submission_keeps_its_answers_and_the_course_setup(pristine, solved):
+    canonical = canonicalise(solved, pristine)
+    assert canonical.problems == {} and canonical.notes == []
+    assert [c.kind for c in canonical.cells] == ["setup", "answer", "answer", "answer"]
+    assert canonical.answer("softmax") == cell(solved, "softmax").source
+
+
+def test_edits_to_course_cells_are_undone_with_a_note(pristine, solved):
+    cell(solved, "setup").source = "import os\nos.system('rm -rf /')\n"
+    cell(solved, "test_softmax").source = "pass  # tests deleted"
+    canonical = canonicalise(solved, pristine)
+    assert canonical.cells[0].source == cell(pristine, "setup").source
+    assert "`setup`" in canonical.notes[0] and "`test_softmax`" in canonical.notes[0]
+    assert canonical.problems == {}
+
+
+def test_a_deleted_answer_cell_costs_only_its_exercise(pristine, solved):
+    solved.cells = [c for c in solved.cells if grade_id_of(c) != "attention_scores"]
+    canonical = canonicalise(solved, pristine)
+    assert set(canonical.problems) == {"attention_scores"}
+    assert "missing" in canonical.problems["attention_scores"]
+    assert "NotImplementedError" in canonical.answer("attention_scores")  # the stub runs instead
+    assert canonical.answer("softmax") == cell(solved, "softmax").source
+
+
+def test_a_duplicated_answer_cell_is_ambiguous(pristine, solved):
+    index = solved.cells.index(cell(solved, "softmax"))
+    solved.cells.insert(index + 1, copy.deepcopy(solved.cells[index]))
+    canonical = canonicalise(solved, pristine)
+    assert set(canonical.problems) == {"softmax"} and "2 cells with the id `softmax`" in canonical.problems["softmax"]
+
+
+def test_an_answer_turned_into_markdown_is_named(pristine, solved):
+    cell(solved, "softmax").cell_type = "markdown"
+    del cell(solved, "softmax")["outputs"], cell(solved, "softmax")["execution_count"]
+    assert "changed into a markdown cell" in canonicalise(solved, pristine).problems["softmax"]
+
+
+def test_cells_the_student_added_run_after_the_cell_they_followed(pristine, solved):
+    index = solved.cells.index(cell(solved, "softmax"))
+    solved.cells.insert(index + 1, nbformat.v4.new_code_cell("def helper(x):\n    return x\n"))
+    solved.cells.insert(0, nbformat.v4.new_code_cell("import numpy as np"))
+    solved.cells.append(nbformat.v4.new_markdown_cell("my notes"))
+    canonical = canonicalise(solved, pristine)
+    kinds = [(c.kind, c.grade_id) for c in canonical.cells]
+    assert kinds[:4] == [("added", None), ("setup", "setup"), ("answer", "softmax"), ("added", None)]
+    assert "2 code cell(s) you added" in canonical.notes[0]
+
+
+def test_the_wrong_assignment_has_every_answer_missing(pristine):
+    other = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
+    canonical = canonicalise(other, pristine)
+    assert set(canonical.problems) == {"softmax", "attention_scores", "scaled_dot_product_attention"}
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (b"", "the file is empty"),
+    (b'{"cells": [', "not valid JSON"),
+    (b"[1, 2, 3]", "JSON but not a notebook"),
+    (b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "extra": 1}', "not a valid notebook"),
+    (b"\xff\xfe\x00binary", "not text"),
+    (b'{"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}', "old notebook format"),
+])
+def test_unreadable_files_get_a_clear_reason(tmp_path, content, phrase):
+    path = tmp_path / "s.ipynb"
+    path.write_bytes(content)
+    nb, problem = read_notebook(path, MAX)
+    assert nb is None and phrase in problem
+
+
+def test_an_oversized_notebook_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "big.ipynb"
+    data = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="y" * (2 * MAX))])])
+    path.write_text(json.dumps(data))
+    read, problem = read_notebook(path, MAX)
+    assert read is None and "Clear Outputs" in problem
