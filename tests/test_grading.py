@@ -15,6 +15,7 @@ import pytest
 
 from course_helpers import ROOT, release_path, solution_path, write_submission
 from transformer_course import exercises
+from transformer_course.grading.sandbox import sandbox_problem
 from wrong_answers import by_assignment
 
 pytestmark = pytest.mark.slow
@@ -27,10 +28,16 @@ def full_points(assignment: str) -> dict[str, float]:
     return {e.grade_id: float(e.points) for e in exercises.for_assignment(assignment)}
 
 
-def grade_batch(assignment: str, subs: Path, out: Path) -> tuple[dict, dict, str]:
+# The hardened grader, sandboxed where bubblewrap works (CI installs it); elsewhere the same
+# grader unsandboxed, so the scores are still checked (tests/test_sandbox.py says what is skipped).
+MODE = [] if sandbox_problem() is None else ["--unsandboxed"]
+
+
+def grade_batch(assignment: str, subs: Path, out: Path, *options: str) -> tuple[dict, dict, str]:
     """Run `transformer-course grade` on a folder; return grades.csv rows, results.json, stdout."""
     run = subprocess.run(
-        [sys.executable, "-m", "transformer_course", "grade", assignment, str(subs), "--out", str(out)],
+        [sys.executable, "-m", "transformer_course", "grade", assignment, str(subs), "--out", str(out),
+         *(options or MODE)],
         capture_output=True, text=True, cwd=ROOT, timeout=900,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -66,7 +73,7 @@ def graded_batch(assignment: str, tmp_path_factory) -> tuple:
         (subs / "nothing").mkdir()
     out = tmp_path_factory.mktemp(f"out-{assignment}")
     rows, details, stdout = grade_batch(assignment, subs, out)
-    _batches[assignment] = (assignment, module, rows, details, out, stdout)
+    _batches[assignment] = (assignment, module, rows, details, out, stdout, subs)
     return _batches[assignment]
 
 
@@ -78,7 +85,7 @@ def chapter(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """Chapter 4's batch, the one with the odd submissions: (rows, details, out, stdout)."""
-    return graded_batch(CH04, tmp_path_factory)[2:]
+    return graded_batch(CH04, tmp_path_factory)[2:6]
 
 
 def points(row: dict, assignment: str = CH04) -> dict[str, float]:
@@ -92,7 +99,7 @@ def test_csv_columns(chapter):
 
 
 def test_every_submission_ends_as_a_score_or_an_error(chapter):
-    assignment, module, rows, details, _, stdout = chapter
+    assignment, module, rows, details, _, stdout, _ = chapter
     expected = {"full", "blank", "forbidden", *(f"wrong_{f}" for f in module.WRONG)}
     if assignment == CH04:
         expected |= {"renamed", "broken", "empty", "other_assignment", "nothing"}
@@ -192,3 +199,18 @@ def test_plain_nbgrader_gives_the_same_scores_on_honest_work(chapter, tmp_path):
             nb = gradebook.find_submission_notebook(Path(notebook).stem, assignment, student)
             plain = {g.name: g.score for g in nb.grades}
             assert plain == points(rows[student], assignment)
+
+
+def test_grade_with_nbgrader_gives_the_same_scores_and_messages(tmp_path_factory):
+    """`grade --nbgrader` (plain nbgrader in the student's kernel) and the hardened grader agree
+    on every submission of chapter 4's batch, errors included."""
+    _, _, rows, details, _, _, subs = graded_batch(CH04, tmp_path_factory)
+    out = tmp_path_factory.mktemp("out-nbgrader")
+    plain_rows, plain_details, _ = grade_batch(CH04, subs, out, "--nbgrader")
+    assert plain_rows == rows
+    for student, detail in details.items():
+        plain = plain_details[student]
+        assert [e["status"] for e in plain["exercises"]] == [e["status"] for e in detail["exercises"]], student
+        for mine, theirs in zip(detail["exercises"], plain["exercises"]):
+            if mine["status"] == "failed":  # the same first problem, in the same words
+                assert mine["message"].splitlines()[0] in theirs["message"], (student, mine, theirs)

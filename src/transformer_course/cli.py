@@ -32,7 +32,9 @@ def _grade(args: argparse.Namespace) -> int:
               "(<student>/<notebook>.ipynb or <student>.ipynb)", file=sys.stderr)
         return 2
     out = Path(args.out)
-    results = grade_folder(root, args.assignment, submissions, out, progress=not args.quiet)
+    mode = "nbgrader" if args.nbgrader else "unsandboxed" if args.unsandboxed else "sandbox"
+    results = grade_folder(root, args.assignment, submissions, out, progress=not args.quiet, mode=mode,
+                           jobs=args.jobs, seed=args.seed)
     print_summary(args.assignment, results, out)
     return 0
 
@@ -54,12 +56,21 @@ def main(argv: list[str] | None = None) -> int:
                      "or a Canvas, Moodle or Blackboard download")
     grd.add_argument("--out", default="grades", help="where grades.csv and feedback/ go (default: grades)")
     grd.add_argument("--quiet", action="store_true", help="no progress bar")
+    how = grd.add_mutually_exclusive_group()
+    how.add_argument("--unsandboxed", action="store_true",
+                     help="run student code without the sandbox (only for code you trust; for machines "
+                          "without bubblewrap)")
+    how.add_argument("--nbgrader", action="store_true",
+                     help="grade with plain `nbgrader autograde` instead (student code runs unsandboxed)")
+    grd.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: CPU cores)")
+    grd.add_argument("--seed", type=int, default=None,
+                     help="seed of the hidden inputs (default: a fresh secret one per run, kept in results.json)")
     grd.set_defaults(run=_grade)
 
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -92,20 +92,37 @@ def static_violation(
             if module and is_reference_module(module):
                 return f"uses `{name}` = {_describe(value)} from the course's reference implementation"
     try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    except (OSError, TypeError, SyntaxError):
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
         return None  # no source to read (e.g. built in a string); the run-time look still applies
+    return source_violation(exercise, source)
+
+
+# Names that switch off or get around the run-time watch; an answer has no use for them.
+TAMPERING = frozenset({"setprofile", "settrace", "_getframe", "get_objects", "get_referrers"})
+
+
+def source_violation(exercise: Exercise, source: str) -> str | None:
+    """What forbidden thing the source code of an answer names, or None (syntax-tree look)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None  # it will fail to run, with its own message
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
             for rule in exercise.forbidden:
                 if node.attr in rule.attribute_names:
                     return f"calls {rule.label}"
+            if node.attr in TAMPERING:
+                return f"uses `{node.attr}`, which interferes with the grader"
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
                 alias.name for alias in node.names
             ]
             if any(is_reference_module(m) for m in modules if m):
                 return "imports the course's reference implementation"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "transformer_course" in node.value:
+            return "names the course's reference implementation"
     return None
 
 

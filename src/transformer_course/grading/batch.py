@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 from tqdm import tqdm
 
 from .. import exercises
+from .hardened import HardenedBackend
 from .nbgrader_backend import NbgraderBackend
 from .report import summary_table, write_csv, write_feedback, write_json
 from .results import StudentResult
@@ -17,8 +20,8 @@ from .submissions import collect, safe_id
 
 
 class Backend(Protocol):
-    """How one submission is run and scored. Today: plain nbgrader (:class:`NbgraderBackend`);
-    the hardened sandbox will be a second implementation of the same methods."""
+    """How one submission is run and scored: plain nbgrader (:class:`NbgraderBackend`) or the
+    hardened sandbox (:class:`HardenedBackend`)."""
 
     notebook_names: list[str]
 
@@ -36,17 +39,27 @@ def grade_folder(
     out: Path,
     *,
     progress: bool = True,
+    mode: str = "sandbox",
+    jobs: int | None = None,
+    seed: int | None = None,
 ) -> list[StudentResult]:
     """Grade every submission in ``submissions`` and write the reports into ``out``.
 
+    ``mode`` is ``"sandbox"`` (the hardened grader, the default), ``"unsandboxed"`` (the same,
+    without the sandbox: trusted code only) or ``"nbgrader"`` (plain ``nbgrader autograde``).
+    Submissions are graded ``jobs`` at a time (default: one per CPU core; nbgrader: one).
     Every submission ends as a score or as a per-student error in the reports.
     """
     if not exercises.for_assignment(assignment):
         known = ", ".join(sorted({e.assignment for e in exercises.ALL}))
         raise ValueError(f"unknown assignment {assignment!r}; graded assignments: {known}")
-    results: list[StudentResult] = []
     with tempfile.TemporaryDirectory(prefix="transformer-course-grade-") as work:
-        backend: Backend = NbgraderBackend(root, assignment, Path(work))
+        if mode == "nbgrader":
+            backend: Backend = NbgraderBackend(root, assignment, Path(work))
+            jobs = 1  # one gradebook, one kernel at a time
+        else:
+            backend = HardenedBackend(root, assignment, Path(work), sandboxed=mode == "sandbox", seed=seed)
+            jobs = jobs or os.cpu_count() or 1
         found = collect(submissions, backend.notebook_names, Path(work), skip=out)
         if not found:
             raise ValueError(
@@ -55,32 +68,55 @@ def grade_folder(
             )
         out.mkdir(parents=True, exist_ok=True)
         backend.prepare()
-        used_ids: set[str] = set()
-        bar = tqdm(found, desc=f"grading {assignment}", unit="submission", disable=not progress,
-                   file=sys.stderr)
-        for submission in bar:
-            bar.set_postfix_str(submission.student)
-            student = safe_id(submission.student)
-            while student in used_ids:  # two names that differ only in odd characters
-                student += "_"
-            used_ids.add(student)
-            if submission.path is None:
-                result = backend.error_result(StudentResult(student, submission.student), submission.problem)
-            else:
-                source = str(submission.path.relative_to(submissions))
-                try:
-                    result = backend.grade(student, submission.path, source)
-                except Exception as error:  # noqa: BLE001 - one submission never stops the class
-                    result = backend.error_result(
-                        StudentResult(student, source), f"grading failed: {type(error).__name__}: {error}"
-                    )
-            result.student = submission.student
-            result.notes.extend(submission.all_notes())
-            results.append(result)
+        students = _unique_ids(found)
+        with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(
+            total=len(found), desc=f"grading {assignment}", unit="submission", disable=not progress,
+            file=sys.stderr,
+        ) as bar:
+            futures = [pool.submit(_grade_one, backend, s, student, submissions)
+                       for s, student in zip(found, students)]
+            results = []
+            for future in futures:  # in submission order, whatever order they finish in
+                results.append(future.result())
+                bar.update(1)
     write_csv(out / "grades.csv", assignment, results)
-    write_json(out / "results.json", assignment, results)
+    write_json(out / "results.json", assignment, results,
+               seed=getattr(backend, "seed", None), mode=mode)
     write_feedback(out / "feedback", assignment, results)
     return results
+
+
+def _unique_ids(found: list) -> list[str]:
+    """A safe, distinct id per submission (two names may differ only in odd characters)."""
+    used: set[str] = set()
+    ids = []
+    for submission in found:
+        student = safe_id(submission.student)
+        while student in used:
+            student += "_"
+        used.add(student)
+        ids.append(student)
+    return ids
+
+
+def _grade_one(backend: Backend, submission, student: str, submissions: Path) -> StudentResult:
+    """One submission's result; any failure becomes a per-student error, never an exception."""
+    if submission.path is None:
+        result = backend.error_result(StudentResult(student, submission.student), submission.problem)
+    else:
+        try:
+            source = str(submission.path.relative_to(submissions))
+        except ValueError:  # unpacked from a zip
+            source = submission.path.name
+        try:
+            result = backend.grade(student, submission.path, source)
+        except Exception as error:  # noqa: BLE001 - one submission never stops the class
+            result = backend.error_result(
+                StudentResult(student, source), f"grading failed: {type(error).__name__}: {error}"
+            )
+    result.student = submission.student
+    result.notes.extend(submission.all_notes())
+    return result
 
 
 def print_summary(assignment: str, results: list[StudentResult], out: Path) -> None:

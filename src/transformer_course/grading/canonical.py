@@ -40,10 +40,11 @@ def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> tuple[nbfo
         return None, f"the file is not valid JSON ({error.msg} at line {error.lineno}): it may be damaged"
     if not isinstance(data, dict):
         return None, "the file is JSON but not a notebook"
+    version = data.get("nbformat", 0)
+    if not isinstance(version, int) or version < 4:
+        return None, f"an old notebook format (v{version}); save it in JupyterLab first"
     try:
-        nb = nbformat.from_dict(data)
-        if nb.get("nbformat", 0) < 4:
-            return None, f"an old notebook format (v{nb.get('nbformat')}); save it in JupyterLab first"
+        nb = nbformat.reads(text, as_version=4)  # joins multi-line sources into strings
         nbformat.validate(nb)
     except Exception as error:  # noqa: BLE001 - any schema problem becomes one clear message
         return None, f"not a valid notebook: {str(error).splitlines()[0]}"

@@ -31,9 +31,10 @@ def write_csv(path: Path, assignment: str, results: list[StudentResult]) -> None
             )
 
 
-def write_json(path: Path, assignment: str, results: list[StudentResult]) -> None:
-    """results.json: every student's per-exercise score, status and message."""
-    data = {"assignment": assignment, "students": [r.to_dict() for r in results]}
+def write_json(path: Path, assignment: str, results: list[StudentResult], **run: object) -> None:
+    """results.json: every student's per-exercise score, status and message, and how the run
+    was made (``run``: the grading mode, the seed of the hidden inputs)."""
+    data = {"assignment": assignment, "run": run, "students": [r.to_dict() for r in results]}
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 

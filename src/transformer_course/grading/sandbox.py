@@ -6,7 +6,7 @@ One call of :func:`run_sandboxed` runs one command (a student's notebook, via th
 * **a read-only system**: only the operating system, the Python installation and the packages
   the command needs are mounted, read-only; nothing else of the machine exists inside (not the
   course repository, not the gradebook, not other students' files);
-* **one writable folder**, the submission's private working folder, mounted at ``/work``, and a
+* **one writable folder**, the submission's private working folder, mounted at ``/submission``, and a
   private empty ``/tmp``;
 * **limits** on memory (address space), CPU time, number of processes, size of files written
   and size of output read back (:class:`Limits`);
@@ -30,6 +30,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+INSIDE = "/submission"  # where the private working folder appears inside the sandbox
 
 GiB = 1024**3
 MiB = 1024**2
@@ -216,16 +218,16 @@ def run_sandboxed(
     env: dict[str, str] | None = None,
     stdin: bytes = b"",
 ) -> SandboxResult:
-    """Run ``argv`` in a fresh sandbox whose only writable folder is ``workdir`` (at ``/work``).
+    """Run ``argv`` in a fresh sandbox whose only writable folder is ``workdir`` (at ``/submission``).
 
     ``read_only`` lists more host folders to mount read-only at the same path (a virtual
-    environment's packages, say). The environment is empty apart from ``env``, ``HOME=/work``
+    environment's packages, say). The environment is empty apart from ``env``, ``HOME=/submission``
     and a plain ``PATH``. Raises RuntimeError when the sandbox cannot run (see sandbox_problem).
     """
     problem = sandbox_problem()
     if problem:
         raise RuntimeError(problem)
-    environment = {"HOME": "/work", "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+    environment = {"HOME": INSIDE, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                    "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
     command = [bwrap_path(), *_system_binds(read_only)]
     command += [
@@ -235,7 +237,7 @@ def run_sandboxed(
         "--die-with-parent",  # if the grader dies, so does the sandbox
         "--new-session",  # no access to the grader's terminal
         "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-        "--bind", str(workdir.resolve()), "/work", "--chdir", "/work",
+        "--bind", str(workdir.resolve()), INSIDE, "--chdir", INSIDE,
         "--remount-ro", "/",  # the sandbox's own root folder is read-only too
         "--clearenv",
     ]
