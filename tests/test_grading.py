@@ -214,3 +214,18 @@ def test_grade_with_nbgrader_gives_the_same_scores_and_messages(tmp_path_factory
         for mine, theirs in zip(detail["exercises"], plain["exercises"]):
             if mine["status"] == "failed":  # the same first problem, in the same words
                 assert mine["message"].splitlines()[0] in theirs["message"], (student, mine, theirs)
+
+
+def test_check_gives_a_self_learner_the_instructors_verdict(tmp_path_factory):
+    *_, subs = graded_batch(CH04, tmp_path_factory)
+
+    def check(notebook: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "transformer_course", "check", str(notebook), *MODE],
+                              capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+    full = check(subs / "full" / "attention.ipynb")
+    assert full.returncode == 0 and "(04-attention): 7 / 7 points" in full.stdout, full.stderr
+    assert "note:" not in full.stdout  # a notebook made from the course's own is not "changed"
+    wrong = check(subs / "wrong_softmax.ipynb")
+    assert wrong.returncode == 1 and "✗ softmax: 0 / 2" in wrong.stdout and "Subtract the maximum" in wrong.stdout
+    assert "✓ scaled_dot_product_attention: 3 / 3" in wrong.stdout

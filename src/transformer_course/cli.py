@@ -1,4 +1,4 @@
-"""The instructor's commands: ``transformer-course release`` and ``transformer-course grade``.
+"""The course's commands: ``release`` and ``grade`` for instructors, ``check`` for self-learners.
 
 Also runnable as ``python -m transformer_course ...``.
 """
@@ -39,10 +39,55 @@ def _grade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .grading.canonical import grade_id_of, read_notebook
+    from .grading.course import assignments, find_course_root
+    from .grading.hardened import HardenedBackend
+    from .grading.results import PASSED
+
+    root = find_course_root()
+    notebook = Path(args.notebook)
+    if not notebook.is_file():
+        print(f"error: {notebook} is not a file", file=sys.stderr)
+        return 2
+    nb, problem = read_notebook(notebook)
+    if nb is None:
+        print(f"error: {notebook} cannot be graded: {problem}", file=sys.stderr)
+        return 2
+    ids = {grade_id_of(c) for c in nb.cells} - {None}
+    candidates = [a for a in assignments(root) if {e.function for e in exercises_of(a)} & ids]
+    assignment = args.assignment or (candidates[0] if len(candidates) == 1 else None)
+    if assignment is None:
+        print(f"error: cannot tell which assignment {notebook.name} belongs to; pass --assignment "
+              f"(one of: {', '.join(assignments(root))})", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="transformer-course-check-") as work:
+        backend = HardenedBackend(root, assignment, Path(work), sandboxed=not args.unsandboxed)
+        backend.prepare()
+        result = backend.grade("you", notebook, notebook.name)
+    print(f"{notebook.name} ({assignment}): {result.total:g} / {result.max_total:g} points\n")
+    for e in result.exercises:
+        mark = "✓" if e.status == PASSED else "✗"
+        print(f"{mark} {e.grade_id.removeprefix('test_')}: {e.points:g} / {e.max_points:g}")
+        if e.status != PASSED:
+            print("    " + e.message.replace("\n", "\n    "))
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0 if result.total == result.max_total else 1
+
+
+def exercises_of(assignment: str):
+    from . import exercises
+
+    return exercises.for_assignment(assignment)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="transformer-course",
-        description="Instructor tools for the Transformer course: release notebooks, grade a class.",
+        description="Tools for the Transformer course: release notebooks, grade a class, check your own work.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -66,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     grd.add_argument("--seed", type=int, default=None,
                      help="seed of the hidden inputs (default: a fresh secret one per run, kept in results.json)")
     grd.set_defaults(run=_grade)
+
+    chk = commands.add_parser(
+        "check", help="grade one notebook as the instructor would (hidden checks included), for self-study")
+    chk.add_argument("notebook", help="your notebook, e.g. notebooks/04-attention/attention.ipynb")
+    chk.add_argument("--assignment", default=None, help="the assignment (default: found from the notebook)")
+    chk.add_argument("--unsandboxed", action="store_true", help="run without the sandbox (your own code only)")
+    chk.set_defaults(run=_check)
 
     args = parser.parse_args(argv)
     try:

@@ -12,6 +12,7 @@ costs that exercise only, with a message saying why.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def canonicalise(submitted: nbformat.NotebookNode, pristine: nbformat.NotebookNo
         elif cell.cell_type == "code" and grade_id == "setup":
             canonical.cells.append(CodeCell("setup", grade_id, cell.source))
         if grade_id and grade_id not in answer_ids and found and cell.cell_type == "code":
-            if any(c.source != cell.source for c in found):
+            if any(_without_hidden_tests(c.source) != cell.source for c in found):
                 changed_locked.append(grade_id)
         for source in added_after.get(grade_id, []):
             canonical.cells.append(CodeCell("added", None, source))
@@ -130,6 +131,15 @@ def canonicalise(submitted: nbformat.NotebookNode, pristine: nbformat.NotebookNo
     if count:
         canonical.notes.append(f"{count} code cell(s) you added were run too, before the checks")
     return canonical
+
+
+_HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n.*?### END HIDDEN TESTS\n?", re.S)
+
+
+def _without_hidden_tests(source: str) -> str:
+    """A test cell as the released notebook has it (a submission made from the instructor's
+    source notebook still holds the hidden block; that is not a change by the student)."""
+    return _HIDDEN.sub("", source)
 
 
 def _answer_source(grade_id: str, pristine_cell, found: list, canonical: Canonical) -> str:
