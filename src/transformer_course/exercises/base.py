@@ -12,6 +12,7 @@ work from the student bundle alone.
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -89,8 +90,22 @@ class Case:
         return self.map_tensors(lambda t: t.to(device), label=f"{self.label} on {device.type}")
 
     def clone(self) -> Case:
-        """A deep copy of the tensors, so the student's call cannot change our inputs."""
-        return self.map_tensors(torch.Tensor.clone)
+        """A deep copy of the inputs, so the student's call cannot change ours.
+
+        Tensors are cloned; lists, dicts and sets (the inputs of plain-value exercises, such
+        as a list of token ids) are deep-copied; everything else is immutable and shared.
+        """
+        cloned = self.map_tensors(torch.Tensor.clone)
+        return replace(
+            cloned,
+            args=tuple(_copy_container(a) for a in cloned.args),
+            kwargs={k: _copy_container(v) for k, v in cloned.kwargs.items()},
+        )
+
+
+def _copy_container(value: Any) -> Any:
+    """A deep copy of a list, dict or set; any other value as it is."""
+    return copy.deepcopy(value) if isinstance(value, (list, dict, set)) else value
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,12 @@ class Exercise:
     visible_checks: Callable[[Callable[..., tuple]], int]  # worked examples; returns checks run
     is_module: bool = False  # the answer is an nn.Module class, built per Case (see Case)
     output_names: tuple[str, ...] = ("output",)  # names of the returned tensors, for messages
+    # Outputs that are integer tensors (indices, as from torch.topk): they must be integer,
+    # and are exempt from the rule that outputs come back in the inputs' floating dtype.
+    index_outputs: tuple[str, ...] = ()
+    # The function returns plain Python values (lists, dicts, tuples of ints or strings, e.g.
+    # token ids or BPE merges), compared with ``==``; messages name the first difference.
+    plain_values: bool = False
     uses: tuple[str, ...] = ()  # earlier exercises it may call: graded with the reference instead
     forbidden: tuple[Forbidden, ...] = ()
     mistakes: tuple[Mistake, ...] = ()

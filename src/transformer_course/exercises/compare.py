@@ -156,6 +156,12 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case) -> tupl
                 f"`{name}` changed one of its input tensors in place on {case.label}: "
                 "use out-of-place operations (x - m, not x -= m or x.sub_(m))."
             )
+        if exercise.plain_values and isinstance(before, (list, dict, set)) and before != after:
+            raise ExerciseFailure(
+                f"`{name}` changed one of its inputs in place on {case.label} (it was "
+                f"{_preview(before)}, afterwards {_preview(after)}): build a new list or dict "
+                "and return it (out = [] ... out.append(...)), leaving the input as it was."
+            )
     return normalise_outputs(exercise, result, case)
 
 
@@ -179,6 +185,16 @@ def normalise_outputs(exercise: Exercise, result: Any, case: Case) -> tuple[torc
         outputs = tuple(result)
     dtype = case.dtype
     device = case.device
+    if exercise.plain_values:
+        for out, out_name in zip(outputs, names):
+            if out is None:
+                raise ExerciseFailure(f"`{name}` returned None for `{out_name}`: did you forget the `return`?")
+            if isinstance(out, torch.Tensor):
+                raise ExerciseFailure(
+                    f"`{name}` returned a tensor for `{out_name}`; return plain Python values "
+                    "(a list, a dict, ...): for a tensor t, t.tolist() is its list."
+                )
+        return outputs
     for out, out_name in zip(outputs, names):
         if result is None:
             raise ExerciseFailure(f"`{name}` returned None: did you forget the `return`?")
@@ -186,7 +202,14 @@ def normalise_outputs(exercise: Exercise, result: Any, case: Case) -> tuple[torc
             raise ExerciseFailure(
                 f"`{name}` returned a {type(out).__name__} for `{out_name}`; return a torch.Tensor."
             )
-        if dtype is not None and out.dtype != dtype:
+        if out_name in exercise.index_outputs:
+            if out.is_floating_point() or out.is_complex() or out.dtype == torch.bool:
+                raise ExerciseFailure(
+                    f"`{out_name}` has dtype {out.dtype} on {case.label}; indices are integers "
+                    "(torch.long), as torch.topk and torch.argsort return them. (Are the values "
+                    f"you return in the order {', '.join(names)}?)"
+                )
+        elif dtype is not None and out.dtype != dtype:
             raise ExerciseFailure(
                 f"`{out_name}` has dtype {out.dtype} for {dtype} inputs on {case.label}: keep the "
                 "inputs' dtype (a tensor made with an explicit dtype, or a numpy round trip, "
@@ -240,6 +263,78 @@ def mismatch(
         f"(got {fmt_number(a[index].item())}, expected {fmt_number(e[index].item())}); "
         f"{count} of {a.numel()} entries differ"
     )
+
+
+def _preview(value: Any, width: int = 70) -> str:
+    """``repr(value)``, shortened to about ``width`` characters."""
+    text = repr(value)
+    if len(text) <= width:
+        return text
+    return text[: width - 5] + " ..." + (text[-1] if text[-1] in ")]}" else "")
+
+
+def _kind(value: Any) -> str:
+    return _a(type(value).__name__)
+
+
+def _plain_difference(actual: Any, expected: Any, path: str) -> str | None:
+    """The first place where two plain values differ, written as the student would index it.
+
+    Lists and tuples count as the same kind of sequence (a merge may be ``[a, b]`` or
+    ``(a, b)``); dicts are compared key by key; anything else with ``==``.
+    """
+    if isinstance(expected, (list, tuple)):
+        if not isinstance(actual, (list, tuple)):
+            return f"{path} is {_kind(actual)}, expected {_kind(expected)}"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            problem = _plain_difference(a, e, f"{path}[{i}]")
+            if problem:
+                if len(actual) != len(expected):
+                    problem += f" (and {path} has {len(actual)} items, expected {len(expected)})"
+                return problem
+        n = min(len(actual), len(expected))
+        if len(actual) > n:
+            return (f"{path} has {len(actual)} items, expected {len(expected)}: "
+                    f"{path}[{n}] = {actual[n]!r} should not be there")
+        if len(expected) > n:
+            return (f"{path} has {len(actual)} items, expected {len(expected)}: "
+                    f"{path}[{n}] (expected {expected[n]!r}) is missing")
+        return None
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict):
+            return f"{path} is {_kind(actual)}, expected a dict"
+        missing = [k for k in expected if k not in actual]
+        if missing:
+            key = missing[0]
+            return (f"{path} has no entry {key!r} (expected {path}[{key!r}] = {expected[key]!r}); "
+                    f"{len(missing)} of {len(expected)} entries are missing")
+        extra = [k for k in actual if k not in expected]
+        if extra:
+            key = extra[0]
+            return (f"{path} has an entry {key!r} (= {actual[key]!r}) that should not be there; "
+                    f"{len(extra)} such entr{'y' if len(extra) == 1 else 'ies'}")
+        for key, e in expected.items():
+            problem = _plain_difference(actual[key], e, f"{path}[{key!r}]")
+            if problem:
+                return problem
+        return None
+    try:
+        equal = bool(actual == expected)
+    except Exception:  # noqa: BLE001 - e.g. a tensor of several numbers: not equal to a scalar
+        equal = False
+    return None if equal else f"{path} is {actual!r}, expected {expected!r}"
+
+
+def plain_mismatch(actual: Any, expected: Any, *, name: str, what: str) -> str | None:
+    """Why the plain value ``actual`` (a list, dict, ...) is not ``expected``, or None if equal.
+
+    ``name`` is the output's name, used to write the place of the first difference the way a
+    student indexes it (``ids[3] is 259, expected 257``); ``what`` says where it came from.
+    """
+    problem = _plain_difference(actual, expected, name)
+    if problem is None:
+        return None
+    return f"{what}: {problem} (got {_preview(actual)}, expected {_preview(expected)})"
 
 
 def expect_close(

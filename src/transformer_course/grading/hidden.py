@@ -27,7 +27,14 @@ import torch
 from ..checks import student_caller
 from ..device import available_devices
 from ..exercises import Case, Exercise, ExerciseFailure, get
-from ..exercises.compare import call_student, expect_right_kind, mismatch, normalise_outputs, run_case
+from ..exercises.compare import (
+    call_student,
+    expect_right_kind,
+    mismatch,
+    normalise_outputs,
+    plain_mismatch,
+    run_case,
+)
 from ..exercises.forbidden import Tripwire, raise_if_forbidden, static_violation
 
 DEFAULT_SEED = 20171206  # "Attention Is All You Need" went to NeurIPS in December 2017
@@ -122,18 +129,26 @@ def _guarded_class(exercise: Exercise, cls: type, allowed_code: set[types.CodeTy
     return type(cls.__name__, (cls,), namespace)
 
 
+def _difference(exercise: Exercise, out: Any, want: Any, name: str, case: Case) -> str | None:
+    """Why one output differs from the expected one (a tensor, or a plain value), or None."""
+    what = f"`{name}` on {case.label}"
+    if exercise.plain_values:
+        return plain_mismatch(out, want, name=name, what=what)
+    dtype = case.dtype or torch.float64
+    return mismatch(out, want, what=what, rtol=exercise.rtol[dtype], atol=exercise.atol[dtype])
+
+
 def _likely_mistake(exercise: Exercise, outputs: tuple, case: Case) -> str | None:
     """The hint of the first typical mistake whose output equals the student's, if any."""
-    dtype = case.dtype or torch.float64
     for mistake in exercise.mistakes:
         try:
             with torch.no_grad():
-                wrong = normalise_outputs(exercise, run_case(mistake.fn, case), case)
+                wrong = normalise_outputs(exercise, run_case(mistake.fn, case.clone()), case)
         except Exception:  # noqa: BLE001 - a mistake that cannot run on this case says nothing
             continue
         if all(
-            mismatch(o, w, what="", rtol=exercise.rtol[dtype], atol=exercise.atol[dtype]) is None
-            for o, w in zip(outputs, wrong)
+            _difference(exercise, o, w, name, case) is None
+            for o, w, name in zip(outputs, wrong, exercise.output_names)
         ):
             return mistake.hint
     return None
@@ -144,16 +159,16 @@ def compare_with_reference(
 ) -> None:
     """Raise ExerciseFailure, with the likely mistake, if any output differs from the reference."""
     __tracebackhide__ = True
-    dtype = case.dtype or torch.float64
     for out, want, name in zip(outputs, expected, exercise.output_names):
-        problem = mismatch(
-            out, want, what=f"`{name}` on {case.label}",
-            rtol=exercise.rtol[dtype], atol=exercise.atol[dtype],
-        )
+        problem = _difference(exercise, out, want, name, case)
         if problem is None:
             continue
         hint = None
-        if tuple(out.shape) != tuple(want.shape) and exercise.shape_hint is not None:
+        if (
+            not exercise.plain_values
+            and tuple(out.shape) != tuple(want.shape)
+            and exercise.shape_hint is not None
+        ):
             hint = exercise.shape_hint(tuple(out.shape), tuple(want.shape), case)
         if hint is None:
             hint = _likely_mistake(exercise, outputs, case)
