@@ -36,3 +36,40 @@ class TokenEmbedding(nn.Module):
             ``(batch, seq, d_model)``.
         """
         return self.embedding(token_ids) * math.sqrt(self.d_model)
+
+
+def embed_tokens(token_ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Look up each id's row of the embedding ``table`` and scale it by √d_model.
+
+    The same as :class:`TokenEmbedding` with ``table`` as its weight, written as plain
+    indexing: ``table[token_ids]`` picks one row per id, whatever the shape of ``token_ids``.
+
+    Args:
+        token_ids: ``(...)`` integer ids in ``[0, vocab)``, e.g. ``(batch, seq)``.
+        table: ``(vocab, d_model)``, one vector per token.
+
+    Returns:
+        ``(..., d_model)``, e.g. ``(batch, seq, d_model)``.
+    """
+    d_model = table.shape[-1]
+    return table[token_ids] * math.sqrt(d_model)
+
+
+def one_hot_embed_tokens(token_ids: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """:func:`embed_tokens` as a matrix product: one-hot rows times the table.
+
+    A one-hot row for id ``i`` is all zeros except a 1 in column ``i``; multiplied by the table
+    it picks out row ``i``. This is why an embedding is a linear layer without bias whose
+    input is one-hot; looking the row up directly gives the same numbers without the
+    ``vocab``-times-larger product, which is what every library does.
+
+    Args:
+        token_ids: ``(...)`` integer ids in ``[0, vocab)``.
+        table: ``(vocab, d_model)``.
+
+    Returns:
+        ``(..., d_model)``, equal to ``embed_tokens(token_ids, table)``.
+    """
+    vocab, d_model = table.shape
+    one_hot = torch.nn.functional.one_hot(token_ids.long(), vocab).to(table.dtype)  # (..., vocab)
+    return one_hot @ table * math.sqrt(d_model)  # (..., vocab) @ (vocab, d_model)
