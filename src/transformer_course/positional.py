@@ -9,6 +9,11 @@ to each token embedding. Two ways to get those vectors:
 * :class:`LearnedPositionalEmbedding` — one trained vector per position (BERT, GPT-2).
 
 Both modules take and return ``(batch, seq, d_model)``.
+
+The functions the chapter's exercises mirror: :func:`add_positions` (x_i = E(token_i) + P(i)),
+:func:`permutation_experiment` (attention without positions does not notice a shuffle; with
+them it does) and :func:`position_similarity` (the dot product of two position vectors as a
+function of their distance).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import math
 
 import torch
 from torch import nn
+
+from .attention import scaled_dot_product_attention
 
 
 def sinusoidal_encoding(
@@ -64,15 +71,36 @@ def sinusoidal_encoding(
     return table.to(dtype=dtype).to(device=device)
 
 
-def _check_length(x: torch.Tensor, max_len: int) -> int:
-    """The sequence length of ``x`` ``(batch, seq, d_model)``, if the table is long enough."""
-    seq_len = x.shape[1]
+def _check_length(seq_len: int, max_len: int) -> None:
+    """Raise ValueError if a sequence of ``seq_len`` tokens needs more rows than the table has."""
     if seq_len > max_len:
         raise ValueError(
             f"sequence length {seq_len} exceeds max_len={max_len} of the positional table; "
-            "build the module with a larger max_len"
+            "build the table (or the module) with a larger max_len"
         )
-    return seq_len
+
+
+def add_positions(embeddings: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Give every token its position: x_i = E(token_i) + P(i).
+
+    Row ``i`` of ``table`` is added to the token at position ``i`` of every sequence; the
+    first ``seq`` rows are used, whatever the table's length.
+
+    Args:
+        embeddings: ``(..., seq, d_model)`` token embeddings, e.g. ``(batch, seq, d_model)``.
+        table: ``(max_len, d_model)`` position vectors, ``max_len >= seq``, with the
+            embeddings' dtype and device.
+
+    Returns:
+        ``(..., seq, d_model)``.
+
+    Raises:
+        ValueError: if the sequence is longer than the table (there is no row for its last
+            positions).
+    """
+    seq_len = embeddings.shape[-2]
+    _check_length(seq_len, table.shape[0])
+    return embeddings + table[:seq_len]  # (..., seq, d) + (seq, d) broadcasts
 
 
 class SinusoidalPositionalEncoding(nn.Module):
@@ -97,8 +125,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         Returns:
             ``(batch, seq, d_model)``.
         """
-        seq_len = _check_length(x, self.max_len)
-        return self.dropout(x + self.pe[:seq_len])  # (batch, seq, d) + (seq, d) broadcasts
+        return self.dropout(add_positions(x, self.pe))  # raises if seq > max_len
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -119,6 +146,82 @@ class LearnedPositionalEmbedding(nn.Module):
         Returns:
             ``(batch, seq, d_model)``.
         """
-        seq_len = _check_length(x, self.max_len)
-        positions = torch.arange(seq_len, device=x.device)  # (seq,)
+        seq_len = x.shape[1]
+        _check_length(seq_len, self.max_len)
+        positions = torch.arange(seq_len, device=x.device)  # (seq,): the ids 0, 1, ..., seq - 1
         return self.dropout(x + self.embedding(positions))  # (batch, seq, d) + (seq, d)
+
+
+# --------------------------------------------------------------------------------------------
+# Experiments of chapter 2
+# --------------------------------------------------------------------------------------------
+
+
+def permute_positions(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Shuffle the tokens of ``x``: position ``i`` of the result holds token ``perm[i]``.
+
+    Args:
+        x: ``(..., seq, d_model)``.
+        perm: ``(seq,)`` integer tensor, a permutation of ``0, 1, ..., seq - 1``.
+
+    Returns:
+        ``(..., seq, d_model)``: the same rows in a new order, ``x[..., perm, :]``.
+    """
+    return x[..., perm, :]  # index the sequence axis (-2), not the batch or the features
+
+
+def _self_attention(x: torch.Tensor, table: torch.Tensor | None) -> torch.Tensor:
+    """Attention of ``x`` ``(..., seq, d_model)`` with itself, q = k = v (no projections),
+    after adding ``table``'s positions when given. Returns ``(..., seq, d_model)``."""
+    if table is not None:
+        x = add_positions(x, table)
+    output, _ = scaled_dot_product_attention(x, x, x)
+    return output
+
+
+def permutation_experiment(
+    x: torch.Tensor, perm: torch.Tensor, table: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle the tokens before or after self-attention, and return both results.
+
+    ``attend(y)`` is self-attention with the queries, keys and values all equal to ``y``
+    (after adding ``table``'s position vectors, when a table is given). Then
+
+    * ``attend_then_shuffle = permute_positions(attend(x), perm)``;
+    * ``shuffle_then_attend = attend(permute_positions(x, perm))``.
+
+    Without a table the two are equal: attention is *permutation equivariant*, it moves its
+    outputs along with its inputs and cannot tell one order from another. With a table they
+    differ, because the positions stay where they are while the tokens move: after the
+    shuffle, token ``perm[i]`` is added to ``P(i)``, not to ``P(perm[i])``.
+
+    Args:
+        x: ``(..., seq, d_model)`` token embeddings.
+        perm: ``(seq,)`` integer tensor, a permutation of ``0, ..., seq - 1``.
+        table: ``None``, or ``(max_len, d_model)`` position vectors with ``max_len >= seq``.
+
+    Returns:
+        ``(attend_then_shuffle, shuffle_then_attend)``, each ``(..., seq, d_model)``.
+    """
+    attend_then_shuffle = permute_positions(_self_attention(x, table), perm)
+    shuffle_then_attend = _self_attention(permute_positions(x, perm), table)
+    return attend_then_shuffle, shuffle_then_attend
+
+
+def position_similarity(table: torch.Tensor) -> torch.Tensor:
+    """The dot product of two position vectors as a function of their distance.
+
+    Entry ``k`` is the average of ``table[i] · table[i + k]`` over all ``seq_len - k`` pairs
+    of positions ``k`` apart. For the sinusoidal table (even ``d_model``) every such pair has
+    the same dot product, Σ_i cos(ω_i k), so the average is exact; for a learned table it
+    summarises pairs that may differ.
+
+    Args:
+        table: ``(seq_len, d_model)`` position vectors.
+
+    Returns:
+        ``(seq_len,)``: entry ``k`` for distances ``k = 0, 1, ..., seq_len - 1``.
+    """
+    gram = table @ table.T  # (seq_len, seq_len): gram[i, j] = table[i] · table[j]
+    # The pairs k apart lie on the k-th diagonal above the main one (offset=k).
+    return torch.stack([gram.diagonal(offset=k).mean() for k in range(table.shape[0])])
