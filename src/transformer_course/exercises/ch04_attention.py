@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from .base import Case, Exercise, ExerciseFailure, Mistake
+from .ch03_qkv import scores_shape_hint
 from .compare import expect_close, expect_sums_to_one, fmt_index, fmt_number
 from .inputs import randn, with_float32
 from .library_calls import MHA_CALLS, SDPA_CALLS, SOFTMAX_CALLS
@@ -35,24 +36,6 @@ def _rows_hint(outputs: tuple, case: Case) -> str | None:
         return (
             f"row {fmt_index(index)} along dim={dim} does not sum to 1 "
             f"(sum = {fmt_number(sums[index].item())})"
-        )
-    return None
-
-
-def _scores_shape_hint(actual: tuple, expected: tuple, case: Case) -> str | None:
-    """Recognise the usual shape slips in Q Kᵀ."""
-    q, k = case.args[0], case.args[1]
-    L, S, d_k = q.shape[-2], k.shape[-2], q.shape[-1]
-    if actual[-2:] == (S, L) and L != S:
-        return "rows must be queries and columns keys: did you compute K Qᵀ instead of Q Kᵀ?"
-    if actual[-2:] == (L, L) and L != S:
-        return "the last dimension should be S (one column per key): did you use q twice?"
-    if actual[-1:] == (d_k,) and d_k != S:
-        return "did you multiply by K instead of Kᵀ? Use k.transpose(-2, -1)."
-    if len(actual) == len(expected) and actual != expected and sorted(actual) == sorted(expected):
-        return (
-            "the dimensions are scrambled: transpose only the last two (k.transpose(-2, -1)); "
-            "k.T reverses every dimension of a batched tensor."
         )
     return None
 
@@ -176,7 +159,7 @@ def scores_visible(call: Callable[..., tuple]) -> int:
     k = torch.zeros(2, 7, 4, dtype=torch.float64)
     (s,) = call("q (2, 5, 4) and k (2, 7, 4)", q, k)
     if tuple(s.shape) != (2, 5, 7):
-        hint = _scores_shape_hint(tuple(s.shape), (2, 5, 7), Case("", (q, k)))
+        hint = scores_shape_hint(tuple(s.shape), (2, 5, 7), Case("", (q, k)))
         raise ExerciseFailure(
             f"scores have shape {tuple(s.shape)}, expected (2, 5, 7) = (batch, L, S)"
             + (f": {hint}" if hint else ".")
@@ -197,7 +180,7 @@ def scores_visible(call: Callable[..., tuple]) -> int:
     k4 = torch.ones(2, 3, 6, 8, dtype=torch.float64)
     (s,) = call("q (2, 3, 4, 8) and k (2, 3, 6, 8)", q4, k4)
     if tuple(s.shape) != (2, 3, 4, 6):
-        hint = _scores_shape_hint(tuple(s.shape), (2, 3, 4, 6), Case("", (q4, k4)))
+        hint = scores_shape_hint(tuple(s.shape), (2, 3, 4, 6), Case("", (q4, k4)))
         raise ExerciseFailure(
             f"with batch and head dimensions, scores have shape {tuple(s.shape)}, expected "
             f"(2, 3, 4, 6)" + (f": {hint}" if hint else ".")
@@ -244,7 +227,7 @@ SCORES = Exercise(
                 "you divided by sqrt of the number of queries L; d_k is the last dimension, "
                 "q.shape[-1]."),
     ),
-    shape_hint=_scores_shape_hint,
+    shape_hint=scores_shape_hint,
 )
 
 
@@ -258,7 +241,7 @@ def sdpa_visible(call: Callable[..., tuple]) -> int:
     out, w = call("q (2, 5, 8), k (2, 7, 8), v (2, 7, 3)", q, k, v)
     for got, want, name in ((w, (2, 5, 7), "weights"), (out, (2, 5, 3), "output")):
         if tuple(got.shape) != want:
-            hint = _scores_shape_hint(tuple(got.shape), want, Case("", (q, k))) if name == "weights" else (
+            hint = scores_shape_hint(tuple(got.shape), want, Case("", (q, k))) if name == "weights" else (
                 "output = weights @ v, (batch, L, S) @ (batch, S, d_v) -> (batch, L, d_v)."
             )
             raise ExerciseFailure(
@@ -362,7 +345,7 @@ SDPA = Exercise(
                 "masked scores must become -inf before the softmax, not 0: exp(0) = 1 still "
                 "gives them weight."),
     ),
-    shape_hint=lambda actual, expected, case: _scores_shape_hint(actual, expected, case)
+    shape_hint=lambda actual, expected, case: scores_shape_hint(actual, expected, case)
     if len(expected) >= 2 and expected[-1] == case.args[1].shape[-2] else None,
 )
 
