@@ -8,7 +8,10 @@ project queries, keys and values into ``n_heads`` smaller spaces of width
     head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
 
 Each head can learn its own notion of "relevant" (one follows syntax, another the previous
-token, ...) at the cost of a single head of full width.
+token, ...) at the cost of a single head of full width: the heads' W_i^Q side by side make one
+``(d_model, d_model)`` matrix, so the module holds one ``nn.Linear(d_model, d_model)`` per role
+(head ``h`` owns rows ``h * d_head : (h + 1) * d_head`` of its weight), and has
+``4 * d_model**2 + 4 * d_model`` parameters whatever the number of heads.
 
 Shapes: ``(batch, seq, d_model)`` outside, ``(batch, heads, seq, d_head)`` inside.
 """
@@ -31,6 +34,9 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     Returns:
         ``(batch, heads, seq, d_head)`` with ``d_head = d_model // n_heads``; head ``h``
         holds columns ``h * d_head : (h + 1) * d_head`` of ``x``.
+
+    Raises:
+        ValueError: ``d_model`` is not divisible by ``n_heads``.
     """
     batch, seq, d_model = x.shape
     if d_model % n_heads != 0:
