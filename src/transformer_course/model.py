@@ -9,10 +9,15 @@ Data flow (Vaswani et al. 2017, Figure 1):
 
 Shapes: ids ``(batch, seq)``, activations ``(batch, seq, d_model)``, log-probabilities
 ``(batch, T, tgt_vocab)``. Masks are bool, True = may attend.
+
+:meth:`EncoderDecoder.forward` runs these steps through the model's methods;
+:func:`transformer_forward` spells the same steps out from the model's parts, the way chapter
+7's exercise asks for it.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -170,6 +175,48 @@ class EncoderDecoder(nn.Module):
         memory = self.encode(src, src_mask)  # (batch, S, d_model)
         hidden = self.decode(tgt, memory, self.make_tgt_mask(tgt), src_mask)  # (batch, T, d_model)
         return self.generator(hidden)  # (batch, T, tgt_vocab)
+
+
+def transformer_forward(model: EncoderDecoder, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """The teacher-forced forward pass of ``model``, written out from its parts.
+
+    Equal to ``model(src, tgt)``; every step of the paper's Figure 1 is one line here, using
+    only the model's weights (embedding tables, position table, linear map) and its layers.
+
+    Args:
+        model: an :class:`EncoderDecoder`.
+        src: ``(batch, S)`` source ids, padded with ``model.pad_id``.
+        tgt: ``(batch, T)`` target ids fed to the decoder (start token first), padded with
+            ``model.pad_id``.
+
+    Returns:
+        ``(batch, T, tgt_vocab)`` log-probabilities; position t predicts target token t + 1.
+    """
+    d_model = model.config.d_model
+    table = model.positions.pe  # (max_len, d_model), the sinusoidal position vectors
+    S, T = src.shape[1], tgt.shape[1]
+
+    # 1. Masks (True = may attend): nobody looks at padding; the decoder also not ahead.
+    src_mask = (src != model.pad_id)[:, None, None, :]  # (batch, 1, 1, S)
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=tgt.device))  # (T, T)
+    tgt_mask = (tgt != model.pad_id)[:, None, None, :] & causal  # (batch, 1, T, T)
+
+    # 2. Encoder: embed, scale by sqrt(d_model), add positions, run every layer.
+    x = model.src_embed.embedding(src) * math.sqrt(d_model) + table[:S]  # (batch, S, d_model)
+    x = model.positions.dropout(x)
+    for layer in model.encoder.layers:
+        x = layer(x, src_mask)  # (batch, S, d_model)
+    memory = model.encoder.norm(x)  # a LayerNorm for pre-LN stacks, else nothing
+
+    # 3. Decoder: the same for the target; every layer attends to the same memory.
+    y = model.tgt_embed.embedding(tgt) * math.sqrt(d_model) + table[:T]  # (batch, T, d_model)
+    y = model.positions.dropout(y)
+    for layer in model.decoder.layers:
+        y = layer(y, memory, tgt_mask, src_mask)  # (batch, T, d_model)
+    y = model.decoder.norm(y)
+
+    # 4. Generator: a score per vocabulary entry, turned into log-probabilities.
+    return torch.log_softmax(model.generator.proj(y), dim=-1)  # (batch, T, tgt_vocab)
 
 
 def make_model(config: TransformerConfig) -> EncoderDecoder:
