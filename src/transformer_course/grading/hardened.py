@@ -16,6 +16,7 @@ with pickle. A crash, a timeout or a limit costs the exercises it prevented, wit
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
@@ -113,6 +114,36 @@ def reference_modules() -> list[str]:
     return names
 
 
+def _imports(module: str) -> set[str]:
+    """The course modules that ``module``'s source imports."""
+    path = PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(".py")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            name = node.module if node.level == 0 else ".".join(
+                [*module.split(".")[: -node.level], node.module])
+            found.add(name)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.startswith("transformer_course")}
+
+
+def modules_to_hide(assignment: str, modules: list[str]) -> list[str]:
+    """The reference modules a submission of ``assignment`` must not see: those holding its own
+    exercises' references, and every module that imports one of them (it would hand the answer
+    on). Earlier chapters' modules stay importable: a notebook may build on them (``uses``)."""
+    hidden = {e.reference.split(":")[0] for e in exercises.for_assignment(assignment)}
+    imports = {m: _imports(m) for m in modules}
+    changed = True
+    while changed:
+        changed = False
+        for module, names in imports.items():
+            if module not in hidden and names & hidden:
+                hidden.add(module)
+                changed = True
+    return sorted(hidden & set(modules))
+
+
 def prepare_exercise(exercise: Exercise, seed: int) -> PreparedExercise:
     """Record the visible checks' calls and draw the hidden cases (CPU, from ``seed``)."""
     reference = exercise.load_reference()
@@ -164,6 +195,7 @@ class HardenedBackend:
         shutil.copytree(PACKAGE_DIR, self.package / "transformer_course",
                         ignore=shutil.ignore_patterns("__pycache__", "templates", "*.pyc"))
         self.modules = reference_modules()
+        self.hidden_modules = modules_to_hide(self.assignment, self.modules)
         self.site_packages = [p for p in site.getsitepackages() if Path(p).is_dir()]
 
     def error_result(self, result: StudentResult, message: str) -> StudentResult:
@@ -206,6 +238,7 @@ class HardenedBackend:
                 for p in self.prepared
             ],
             "reference_modules": self.modules,
+            "hidden_modules": self.hidden_modules,
         }
         torch.save(job, folder / "job.pt")
         command = [_python(), "transformer_course/grading/probe.py", *self.site_packages]

@@ -8,8 +8,9 @@ student's canonical cells and a job (the exercises' inputs), and runs
 in the sandbox, from that folder. The probe
 
 1. imports the reference modules the job needs (fixtures such as a small model, and the
-   reference versions of earlier exercises), then deletes their files and forgets them, so the
-   student's code finds no reference to import or read;
+   reference versions of earlier exercises), then deletes the files of those that hold this
+   assignment's answers and forgets them, so the student's code finds none to import or read
+   (earlier chapters' modules, which a notebook may build on, stay);
 2. runs the canonical cells (setup, answers, cells the student added) in one namespace, as a
    notebook would, recording any error per cell;
 3. calls each graded function on the job's inputs, earlier exercises replaced by the reference
@@ -73,16 +74,15 @@ def _load_references(job: dict) -> dict:
 
 
 def _hide_references(job: dict) -> None:
-    """Delete the reference modules' files and forget them: student code cannot import or read
-    them. The objects the probe already holds keep working."""
+    """Delete the files of the reference modules that hold this assignment's answers, and
+    forget those modules: student code cannot import or read them. The objects the probe
+    already holds keep working; earlier chapters' modules stay importable for the setup cell."""
     package = HERE / "transformer_course"
-    for module in job["reference_modules"]:
+    for module in job["hidden_modules"]:
         path = package.joinpath(*module.split(".")[1:]).with_suffix(".py")
         if path.exists():
             path.unlink()
-    for name in list(sys.modules):
-        if name in job["reference_modules"]:
-            del sys.modules[name]
+        sys.modules.pop(module, None)
     importlib.invalidate_caches()
 
 

@@ -23,18 +23,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from transformer_course.attention import attention_scores, softmax
+from transformer_course.plotting._common import to_numpy
 
 # Colours used for "without scaling" and "with scaling" in every figure of chapter 4, so the
 # reader learns them once.
 UNSCALED_COLOUR = "tab:red"
 SCALED_COLOUR = "tab:blue"
-
-
-def _to_numpy(x: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
-    """A tensor (any device, with or without grad), an array or nested lists -> a NumPy array."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,7 +61,7 @@ def plot_attention(
     Returns:
         The Axes drawn on.
     """
-    w = _to_numpy(weights)
+    w = to_numpy(weights)
     if w.ndim != 2:
         raise ValueError(f"weights must be (L, S), got shape {w.shape}; select one matrix first")
     n_queries, n_keys = w.shape
