@@ -163,3 +163,26 @@ def test_an_ordinary_user_can_create_the_sandbox():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() != "0"
+
+
+def test_read_only_folders_are_visible_but_not_writable_even_under_tmp(tmp_path):
+    """A course (and its virtual environment) cloned under /tmp: the sandbox's own /tmp must not
+    hide it."""
+    shared = tmp_path / "venv-like"
+    shared.mkdir()
+    (shared / "module.py").write_text("VALUE = 42\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(shared)!r})\n"
+        "import module\n"
+        "print(module.VALUE)\n"
+        "try:\n"
+        f"    open({str(shared / 'evil.py')!r}, 'w')\n"
+        "except OSError:\n"
+        "    print('read-only')\n"
+    )
+    result = python(work, code, read_only=[shared])
+    assert str(tmp_path).startswith("/tmp")
+    assert result.stdout == b"42\nread-only\n", result.stderr

@@ -319,6 +319,10 @@ def _where_it_stopped(progress: list[str], run: SandboxResult) -> str:
     """Which cell or exercise the run was in when it ended, and why, in words."""
     why = run.ended_by or (f"it exited with code {run.returncode}" if run.returncode else "it ended early")
     last = progress[-1] if progress else ""
+    if not progress:  # the probe itself could not start: say what it printed, for the instructor
+        errors = run.stderr.decode("utf-8", "replace").strip().splitlines()
+        if errors:
+            why += f" ({errors[-1][:300]})"
     if last.startswith("cell "):
         _, _, where = last.split(" ", 2)
         return f"the run ended while running the cell `{where}`: {why}"

@@ -229,14 +229,16 @@ def run_sandboxed(
         raise RuntimeError(problem)
     environment = {"HOME": INSIDE, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                    "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
-    command = [bwrap_path(), *_system_binds(read_only)]
+    # /tmp first: the read-only folders may lie under /tmp (a course cloned there), and a
+    # tmpfs mounted after them would hide them.
+    command = [bwrap_path(), "--tmpfs", "/tmp", *_system_binds(read_only)]
     command += [
         "--unshare-all",  # no network, own pid/ipc/uts/cgroup namespaces
         "--unshare-user",  # and a user namespace even when started by root: no capabilities,
         "--cap-drop", "ALL",  # so the process limit below holds for root too
         "--die-with-parent",  # if the grader dies, so does the sandbox
         "--new-session",  # no access to the grader's terminal
-        "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        "--dev", "/dev", "--proc", "/proc",
         "--bind", str(workdir.resolve()), INSIDE, "--chdir", INSIDE,
         "--remount-ro", "/",  # the sandbox's own root folder is read-only too
         "--clearenv",
