@@ -39,7 +39,7 @@ from ..exercises.compare import call_student, normalise_outputs, run_case
 from ..exercises.forbidden import forbidden_message, is_reference_module, source_violation
 from .canonical import Canonical, canonicalise, read_notebook
 from .hidden import compare_with_reference, exact_matmuls
-from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult
+from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult, error_result
 from .sandbox import Limits, SandboxResult, run_sandboxed, sandbox_problem
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -199,11 +199,7 @@ class HardenedBackend:
         self.site_packages = [p for p in site.getsitepackages() if Path(p).is_dir()]
 
     def error_result(self, result: StudentResult, message: str) -> StudentResult:
-        result.error = message
-        result.exercises = [
-            ExerciseResult(e.grade_id, 0.0, float(e.points), ERROR, message) for e in self.exercises
-        ]
-        return result
+        return error_result(result, self.exercises, message)
 
     # ------------------------------------------------------------------ one submission
 

@@ -16,7 +16,7 @@ import nbformat
 from .. import exercises
 from .canonical import read_notebook
 from .course import load_config, nbgrader_api, sqlite_url
-from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult
+from .results import FAILED, PASSED, ExerciseResult, StudentResult, error_result
 
 
 def grade_ids_in(nb: nbformat.NotebookNode) -> set[str]:
@@ -104,11 +104,7 @@ class NbgraderBackend:
         return self._read_results(result, target.name)
 
     def error_result(self, result: StudentResult, message: str) -> StudentResult:
-        result.error = message
-        result.exercises = [
-            ExerciseResult(e.grade_id, 0.0, float(e.points), ERROR, message) for e in self.exercises
-        ]
-        return result
+        return error_result(result, self.exercises, message)
 
     def _read_results(self, result: StudentResult, notebook_name: str) -> StudentResult:
         from nbgrader.api import Gradebook

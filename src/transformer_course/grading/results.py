@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
@@ -38,3 +39,11 @@ class StudentResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total": self.total, "max_total": self.max_total}
+
+
+def error_result(result: StudentResult, exercises: Iterable, message: str) -> StudentResult:
+    """``result`` as a submission that could not be graded at all: every exercise of the
+    assignment (registry entries) gets 0 points, status ERROR and ``message``."""
+    result.error = message
+    result.exercises = [ExerciseResult(e.grade_id, 0.0, float(e.points), ERROR, message) for e in exercises]
+    return result
