@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -96,14 +97,13 @@ def test_the_wrong_assignment_has_every_answer_missing(pristine):
     (b"", "the file is empty"),
     (b'{"cells": [', "not valid JSON"),
     (b"[1, 2, 3]", "JSON but not a notebook"),
-    (b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "extra": 1}', "not a valid notebook"),
     (b"\xff\xfe\x00binary", "not text"),
     (b'{"nbformat": 3, "nbformat_minor": 0, "metadata": {}, "worksheets": []}', "old notebook format"),
 ])
 def test_unreadable_files_get_a_clear_reason(tmp_path, content, phrase):
     path = tmp_path / "s.ipynb"
     path.write_bytes(content)
-    nb, problem = read_notebook(path, MAX)
+    nb, problem, _ = read_notebook(path, MAX)
     assert nb is None and phrase in problem
 
 
@@ -112,5 +112,49 @@ def test_an_oversized_notebook_is_refused_before_it_is_parsed(tmp_path):
     data = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[
         nbformat.v4.new_output("stream", name="stdout", text="y" * (2 * MAX))])])
     path.write_text(json.dumps(data))
-    read, problem = read_notebook(path, MAX)
+    read, problem, _ = read_notebook(path, MAX)
     assert read is None and "Clear Outputs" in problem
+
+
+def _write_json(tmp_path, nb) -> Path:
+    path = tmp_path / "s.ipynb"
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    return path
+
+
+def test_a_schema_error_in_one_cell_costs_only_that_exercise(tmp_path, pristine, solved):
+    """nbgrader aborts a whole batch on such a notebook; here the damaged cell is left out."""
+    data = json.loads(nbformat.writes(solved))
+    for c in data["cells"]:
+        if grade_id_of(c) == "softmax":
+            c["execution_count"] = "seven"  # not an integer: breaks the schema
+            c["source"] = 42  # and no source to read
+        if grade_id_of(c) == "attention_scores":
+            c["outputs"] = [{"output_type": "made-up"}]  # breaks the schema, source still readable
+    nb, problem, notes = read_notebook(_write_json(tmp_path, data), MAX)
+    assert problem is None and len(notes) == 1
+    assert "does not follow the notebook format" in notes[0] and "`softmax`" in notes[0]
+    canonical = canonicalise(nb, pristine)
+    assert set(canonical.problems) == {"softmax"} and "missing" in canonical.problems["softmax"]
+    assert canonical.answer("attention_scores") == cell(solved, "attention_scores").source
+
+
+@pytest.mark.parametrize("nbgrader", ["garbage", None, ["list"], {"grade_id": 7, "solution": "yes"}])
+def test_edited_nbgrader_metadata_costs_only_that_answer(pristine, solved, nbgrader):
+    cell(solved, "attention_scores").metadata["nbgrader"] = nbgrader
+    canonical = canonicalise(solved, pristine)
+    assert set(canonical.problems) == {"attention_scores"}
+    assert canonical.answer("softmax") == cell(solved, "softmax").source
+
+
+def test_json_that_is_not_a_notebook_is_refused(tmp_path):
+    nb, problem, _ = read_notebook(_write_json(tmp_path, {"nbformat": 4, "cells": "none"}), MAX)
+    assert nb is None and "no list of cells" in problem
+
+
+def test_a_notebook_breaking_the_schema_outside_its_cells_is_read_with_a_note(tmp_path, solved):
+    data = json.loads(nbformat.writes(solved))
+    data["extra"] = 1
+    nb, problem, notes = read_notebook(_write_json(tmp_path, data), MAX)
+    assert problem is None and len(nb.cells) == len(solved.cells)
+    assert "does not follow the notebook format" in notes[0] and "damaged" not in notes[0]

@@ -52,7 +52,7 @@ def _check(args: argparse.Namespace) -> int:
     if not notebook.is_file():
         print(f"error: {notebook} is not a file", file=sys.stderr)
         return 2
-    nb, problem = read_notebook(notebook)
+    nb, problem, _ = read_notebook(notebook)
     if nb is None:
         print(f"error: {notebook} cannot be graded: {problem}", file=sys.stderr)
         return 2

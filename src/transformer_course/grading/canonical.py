@@ -15,51 +15,104 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import nbformat
 
 MAX_NOTEBOOK_BYTES = 20 * 1024**2  # a chapter's notebook is ~50 kB; with outputs, a few MB
 
 
-def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> tuple[nbformat.NotebookNode | None, str | None]:
-    """The notebook at ``path``, or why it cannot be read as one (too big, not JSON, invalid)."""
+class ReadNotebook(NamedTuple):
+    """A submitted file read as a notebook: the notebook (None when it cannot be read at all),
+    why not, and notes on what was repaired."""
+
+    notebook: nbformat.NotebookNode | None
+    problem: str | None
+    notes: list[str]
+
+
+def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> ReadNotebook:
+    """The notebook at ``path``, or why it cannot be read as one (too big, not JSON, no cells).
+
+    A notebook that is JSON with a list of cells but breaks the notebook schema somewhere (an
+    edited cell, a hand-made output) is not rejected whole: its well-formed cells are kept, the
+    damaged ones left out, with a note. An answer in a damaged cell then counts as missing, so
+    the damage costs only that exercise.
+    """
     size = path.stat().st_size
     if size > max_bytes:
-        return None, (
+        return _unreadable(
             f"the file is {size / 1024**2:.0f} MB, more than the {max_bytes / 1024**2:.0f} MB a notebook "
             "may have: clear its outputs (Edit → Clear Outputs of All Cells), save, and submit again"
         )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        return None, "the file is not text (UTF-8): is it really a notebook?"
+        return _unreadable("the file is not text (UTF-8): is it really a notebook?")
     if not text.strip():
-        return None, "the file is empty"
+        return _unreadable("the file is empty")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        return None, f"the file is not valid JSON ({error.msg} at line {error.lineno}): it may be damaged"
+        return _unreadable(f"the file is not valid JSON ({error.msg} at line {error.lineno}): it may be damaged")
+    except RecursionError:
+        return _unreadable("the file is not a notebook (its JSON is nested far too deeply)")
     if not isinstance(data, dict):
-        return None, "the file is JSON but not a notebook"
+        return _unreadable("the file is JSON but not a notebook")
     version = data.get("nbformat", 0)
     if not isinstance(version, int) or version < 4:
-        return None, f"an old notebook format (v{version}); save it in JupyterLab first"
+        return _unreadable(f"an old notebook format (v{version}); save it in JupyterLab first")
+    if not isinstance(data.get("cells"), list):
+        return _unreadable("the file is JSON but not a notebook (it has no list of cells)")
     try:
         nb = nbformat.reads(text, as_version=4)  # joins multi-line sources into strings
         nbformat.validate(nb)
-    except Exception as error:  # noqa: BLE001 - any schema problem becomes one clear message
-        return None, f"not a valid notebook: {str(error).splitlines()[0]}"
-    return nb, None
+        return ReadNotebook(nb, None, [])
+    except Exception as error:  # noqa: BLE001 - any schema problem: keep what is readable
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return _salvage(data["cells"], first[:200])
 
 
-def grade_id_of(cell: nbformat.NotebookNode) -> str | None:
-    nbgrader = cell.get("metadata", {}).get("nbgrader", {})
-    grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
+def _unreadable(problem: str) -> ReadNotebook:
+    return ReadNotebook(None, problem, [])
+
+
+def _salvage(cells: list, first_problem: str) -> ReadNotebook:
+    """The well-formed cells of a notebook that breaks the schema, and a note on the others."""
+    kept, damaged = [], []
+    for position, cell in enumerate(cells, start=1):
+        source = cell.get("source") if isinstance(cell, dict) else None
+        if isinstance(source, list) and all(isinstance(line, str) for line in source):
+            source = "".join(source)
+        if isinstance(source, str) and cell.get("cell_type") in ("code", "markdown", "raw"):
+            metadata = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
+            kept.append(nbformat.from_dict({"cell_type": cell["cell_type"], "source": source,
+                                            "metadata": metadata, "outputs": []}))
+        else:
+            grade_id = grade_id_of(cell) if isinstance(cell, dict) else None
+            damaged.append(f"`{grade_id}`" if grade_id else f"number {position}")
+    note = f"the notebook does not follow the notebook format ({first_problem})"
+    if damaged:
+        note += f"; {len(damaged)} damaged cell(s) were left out (" + ", ".join(damaged) + ")"
+    note += "; the rest was graded. Opening and saving it in JupyterLab usually repairs this."
+    notebook = nbformat.from_dict({"cells": kept, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    return ReadNotebook(notebook, None, [note])
+
+
+def _nbgrader_metadata(cell: dict) -> dict:
+    """A cell's nbgrader metadata; {} where a student's edit made it something else."""
+    metadata = cell.get("metadata")
+    nbgrader = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return nbgrader if isinstance(nbgrader, dict) else {}
+
+
+def grade_id_of(cell: dict) -> str | None:
+    grade_id = _nbgrader_metadata(cell).get("grade_id")
     return grade_id if isinstance(grade_id, str) else None
 
 
-def is_answer(cell: nbformat.NotebookNode) -> bool:
-    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("solution"))
+def is_answer(cell: dict) -> bool:
+    return _nbgrader_metadata(cell).get("solution") is True
 
 
 @dataclass

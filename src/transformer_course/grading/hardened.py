@@ -24,8 +24,9 @@ import shutil
 import site
 import subprocess
 import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from .sandbox import Limits, SandboxResult, run_sandboxed, sandbox_problem
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 MAX_RESULT_BYTES = 64 * 1024**2  # what one exercise's outputs may weigh when read back
+RERUN_BUDGET = 2  # all runs of one submission together: at most this many times one run's wall clock
 
 
 @dataclass
@@ -205,7 +207,7 @@ class HardenedBackend:
 
     def grade(self, student: str, notebook: Path, name: str) -> StudentResult:
         result = StudentResult(student=student, source=name)
-        nb, problem = read_notebook(notebook)
+        nb, problem, notes = read_notebook(notebook)
         if nb is None:
             return self.error_result(result, problem)
         canonical = canonicalise(nb, self.pristine)
@@ -216,22 +218,74 @@ class HardenedBackend:
                 result, f"this notebook has none of the cells of assignment {self.assignment}: "
                 "is it the right notebook?"
             )
-        result.notes.extend(canonical.notes)
+        result.notes.extend(notes + canonical.notes)
         folder = self.workdir / "runs" / student
-        shutil.copytree(self.package, folder)
-        run = self._run_probe(folder, canonical)
-        result.exercises = self._score(folder, canonical, run)
-        if run.ended_by and not any(e.status == PASSED for e in result.exercises):
-            result.notes.append(f"the grading run was stopped: {run.ended_by}")
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            probed = self._probe(folder, canonical)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        result.notes.extend(probed.notes)
+        result.exercises = self._score(canonical, probed)
         return result
 
-    def _run_probe(self, folder: Path, canonical: Canonical) -> SandboxResult:
+    def _probe(self, folder: Path, canonical: Canonical) -> Probed:
+        """Run the probe until every exercise is checked or accounted for.
+
+        A run that dies (a crash, a timeout, a limit) is run again without what killed it: the
+        cell it was running, or the exercise it was checking; that exercise alone is lost, with
+        the reason. Every rerun removes one cell or one exercise, and all of them together get
+        at most ``RERUN_BUDGET`` times the wall-clock limit of one run.
+        """
+        probed = Probed()
+        remaining = [p for p in self.prepared if p.exercise.function not in canonical.problems]
+        skip_cells: set[int] = set()
+        deadline = time.monotonic() + RERUN_BUDGET * self.limits.wall_seconds
+        while remaining:
+            left = deadline - time.monotonic()
+            if left < 1:
+                probed.stop(remaining, "not checked: the time for grading this notebook was used up "
+                            "by the runs that were stopped before")
+                break
+            run, progress = self._run_probe(folder, canonical, remaining, skip_cells, left)
+            probed.read_back(folder, remaining)
+            remaining = [p for p in remaining if p.exercise.function not in probed.records]
+            if not remaining or progress[-1:] == ["done"]:
+                probed.stop(remaining, "not checked: the run ended without checking it")
+                break
+            why = "not checked: " + _where_it_stopped(progress, run)
+            step, where = _last_step(progress)
+            if step == "cell" and where.isdigit() and int(where) < len(canonical.cells) \
+                    and int(where) not in skip_cells:
+                cell = canonical.cells[int(where)]
+                skip_cells.add(int(where))
+                if cell.kind == "answer":
+                    probed.stop([p for p in remaining if p.exercise.function == cell.grade_id], why)
+                elif cell.kind == "added":
+                    probed.notes.append(f"a code cell you added stopped the grading run "
+                                        f"({why.removeprefix('not checked: ')}); it was left out and your "
+                                        "answers were graded without it")
+                else:  # the course's own setup cell: nothing sensible runs without it
+                    probed.stop(remaining, why)
+                    break
+            elif step == "exercise" and where in {p.exercise.function for p in remaining}:
+                probed.stop([p for p in remaining if p.exercise.function == where], why)
+            else:  # the probe did not start, or died in between: a rerun would end the same way
+                probed.stop(remaining, why)
+                break
+            remaining = [p for p in remaining if p.exercise.function not in probed.stopped]
+        return probed
+
+    def _run_probe(self, folder: Path, canonical: Canonical, exercises_left: list[PreparedExercise],
+                   skip_cells: set[int], seconds_left: float) -> tuple[SandboxResult, list[str]]:
+        """One run of the probe in a fresh copy of ``folder``; how it ended and its progress."""
+        shutil.rmtree(folder, ignore_errors=True)  # nothing a previous run wrote is run again
+        shutil.copytree(self.package, folder)
         job = {
             "cells": [{"kind": c.kind, "grade_id": c.grade_id, "source": c.source} for c in canonical.cells],
+            "skip_cells": sorted(skip_cells),
             "exercises": [
                 {"function": p.exercise.function, "uses": list(p.exercise.uses), "cases": p.visible + p.hidden}
-                for p in self.prepared
+                for p in exercises_left
             ],
             "reference_modules": self.modules,
             "hidden_modules": self.hidden_modules,
@@ -239,36 +293,32 @@ class HardenedBackend:
         torch.save(job, folder / "job.pt")
         command = [_python(), "transformer_course/grading/probe.py", *self.site_packages]
         env = {"MPLBACKEND": "Agg", "PROBE_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        limits = replace(self.limits, wall_seconds=min(self.limits.wall_seconds, seconds_left))
         if self.sandboxed:
-            return run_sandboxed(command, folder, limits=self.limits, read_only=self.site_packages, env=env)
-        return _run_unsandboxed(command, folder, self.limits, env)
+            run = run_sandboxed(command, folder, limits=limits, read_only=self.site_packages, env=env)
+        else:
+            run = _run_unsandboxed(command, folder, limits, env)
+        return run, _read_text(folder / "progress.txt").splitlines()
 
-    def _score(self, folder: Path, canonical: Canonical, run: SandboxResult) -> list[ExerciseResult]:
-        progress = _read_text(folder / "progress.txt").splitlines()
-        cell_errors = _read_json(folder / "results" / "cells.json") or []
+    def _score(self, canonical: Canonical, probed: Probed) -> list[ExerciseResult]:
         scored = []
-        stopped_at = None
         for prepared in self.prepared:
             exercise = prepared.exercise
-            record = _read_json(folder / "results" / f"{exercise.function}.json")
             if exercise.function in canonical.problems:
                 scored.append(_failed(exercise, canonical.problems[exercise.function]))
                 continue
-            answer = canonical.answer(exercise.function) or ""
-            violation = source_violation(exercise, answer)
+            violation = source_violation(exercise, canonical.answer(exercise.function) or "")
             if violation:
                 scored.append(_failed(exercise, forbidden_message(exercise, violation)))
-                continue
-            if record is None:
-                if stopped_at is None:
-                    stopped_at = _where_it_stopped(progress, run)
-                scored.append(ExerciseResult(exercise.grade_id, 0.0, float(exercise.points), ERROR,
-                                             f"not checked: {stopped_at}"))
-                continue
-            scored.append(self._check(prepared, record, folder, cell_errors))
+            elif exercise.function in probed.records:
+                scored.append(self._check(prepared, *probed.records[exercise.function], probed.cell_errors))
+            else:
+                message = probed.stopped.get(exercise.function, "not checked: the run ended without checking it")
+                scored.append(ExerciseResult(exercise.grade_id, 0.0, float(exercise.points), ERROR, message))
         return scored
 
-    def _check(self, prepared: PreparedExercise, record: dict, folder: Path, cell_errors: list) -> ExerciseResult:
+    def _check(self, prepared: PreparedExercise, record: dict, arrays: dict | str,
+               cell_errors: list) -> ExerciseResult:
         exercise = prepared.exercise
         if record.get("failure"):
             message = record["failure"]
@@ -276,13 +326,11 @@ class HardenedBackend:
             if own_error and "is not defined" in message:
                 message = f"the cell `{exercise.function}` raised {own_error[0]['error']}, so it defines nothing."
             return _failed(exercise, message)
-        path = folder / "results" / f"{exercise.function}.npz"
-        if not path.is_file() or path.stat().st_size > MAX_RESULT_BYTES:
-            return _failed(exercise, "its outputs could not be read back (missing or far too large)")
+        if isinstance(arrays, str):
+            return _failed(exercise, arrays)
         try:
-            with np.load(path, allow_pickle=False) as arrays:
-                return self._compare(prepared, record["calls"], dict(arrays))
-        except (ValueError, OSError, KeyError, TypeError) as error:
+            return self._compare(prepared, record["calls"], arrays)
+        except (KeyError, TypeError, ValueError) as error:  # a record not as the probe writes it
             return _failed(exercise, f"its outputs could not be read back ({type(error).__name__})")
 
     def _compare(self, prepared: PreparedExercise, calls: list[dict], arrays: dict) -> ExerciseResult:
@@ -307,6 +355,44 @@ class HardenedBackend:
                               f"✓ {exercise.function}: all {count} checks passed.")
 
 
+@dataclass
+class Probed:
+    """What the probe's runs of one submission brought back, read into memory after each run."""
+
+    records: dict[str, tuple[dict, dict | str]] = field(default_factory=dict)  # record, arrays or why not
+    stopped: dict[str, str] = field(default_factory=dict)  # exercise -> why it was not checked
+    cell_errors: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def stop(self, prepared: list[PreparedExercise], why: str) -> None:
+        for p in prepared:
+            self.stopped.setdefault(p.exercise.function, why)
+
+    def read_back(self, folder: Path, prepared: list[PreparedExercise]) -> None:
+        """Keep the records this run wrote (plain JSON and arrays, never pickle)."""
+        results = folder / "results"
+        for error in _read_json(results / "cells.json") or []:
+            if isinstance(error, dict) and error not in self.cell_errors:
+                self.cell_errors.append(error)
+        for p in prepared:
+            function = p.exercise.function
+            record = _read_json(results / f"{function}.json")
+            if not isinstance(record, dict):
+                continue
+            self.records[function] = (record, _read_arrays(results / f"{function}.npz"))
+
+
+def _read_arrays(path: Path) -> dict | str:
+    """The arrays in ``path``, or why they cannot be read."""
+    if not path.is_file() or path.stat().st_size > MAX_RESULT_BYTES:
+        return "its outputs could not be read back (missing or far too large)"
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            return dict(arrays)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        return f"its outputs could not be read back ({type(error).__name__})"
+
+
 def _failed(exercise: Exercise, message: str) -> ExerciseResult:
     return ExerciseResult(exercise.grade_id, 0.0, float(exercise.points), FAILED, message)
 
@@ -319,12 +405,18 @@ def _where_it_stopped(progress: list[str], run: SandboxResult) -> str:
         errors = run.stderr.decode("utf-8", "replace").strip().splitlines()
         if errors:
             why += f" ({errors[-1][:300]})"
-    if last.startswith("cell "):
-        _, _, where = last.split(" ", 2)
-        return f"the run ended while running the cell `{where}`: {why}"
-    if last.startswith("exercise "):
-        return f"the run ended while checking `{last.split(' ', 1)[1]}`: {why}"
+    words = last.split(" ", 2)
+    if words[0] == "cell" and len(words) == 3:  # "cell <index> <grade_id or kind>"
+        return f"the run ended while running the cell `{words[2]}`: {why}"
+    if words[0] == "exercise" and len(words) >= 2:
+        return f"the run ended while checking `{words[1]}`: {why}"
     return f"the run ended before any cell ran: {why}"
+
+
+def _last_step(progress: list[str]) -> tuple[str, str]:
+    """The probe's last step: ("cell", its index), ("exercise", the function) or ("", "")."""
+    words = progress[-1].split(" ") if progress else []
+    return (words[0], words[1]) if len(words) >= 2 else ("", "")
 
 
 def _read_text(path: Path, limit: int = 1024**2) -> str:
@@ -353,8 +445,6 @@ def _python() -> str:
 def _run_unsandboxed(command: list[str], folder: Path, limits: Limits, env: dict) -> SandboxResult:
     """The probe as a plain subprocess with a time limit: for trusted code on machines with no
     sandbox, when the instructor asks for it."""
-    import time
-
     start = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=folder, capture_output=True, timeout=limits.wall_seconds,

@@ -80,9 +80,10 @@ class NbgraderBackend:
     def grade(self, student: str, notebook: Path, name: str) -> StudentResult:
         """Autograde ``notebook`` as student ``student`` (a safe id) and read the results."""
         result = StudentResult(student=student, source=name)
-        nb, problem = read_notebook(notebook)
+        nb, problem, notes = read_notebook(notebook)
         if nb is None:
             return self.error_result(result, problem)
+        result.notes.extend(notes)
         if not grade_ids_in(nb) & self.expected_ids:
             return self.error_result(
                 result,

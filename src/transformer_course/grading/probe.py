@@ -86,10 +86,13 @@ def _hide_references(job: dict) -> None:
     importlib.invalidate_caches()
 
 
-def _run_cells(cells: list[dict], namespace: dict) -> list[dict]:
-    """Run the canonical cells in order, as a notebook kernel would; errors are recorded."""
+def _run_cells(cells: list[dict], namespace: dict, skip: set[int]) -> list[dict]:
+    """Run the canonical cells in order, as a notebook kernel would; errors are recorded.
+    Cells in ``skip`` stopped an earlier run (a crash or a hang) and are left out."""
     errors = []
     for index, cell in enumerate(cells):
+        if index in skip:
+            continue
         _progress(f"cell {index} {cell['grade_id'] or cell['kind']}")
         try:
             code = compile(cell["source"], f"<cell {cell['grade_id'] or 'added'}>", "exec")
@@ -154,7 +157,7 @@ def main() -> int:
     results.mkdir(exist_ok=True)
 
     namespace = {"__name__": "__main__", "__builtins__": builtins}
-    errors = _run_cells(job["cells"], namespace)
+    errors = _run_cells(job["cells"], namespace, set(job["skip_cells"]))
     (results / "cells.json").write_text(json.dumps(errors), encoding="utf-8")
     for spec in job["exercises"]:
         _progress(f"exercise {spec['function']}")
