@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -70,3 +74,31 @@ def write_submission(path: Path, assignment: str, **replace: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+
+def nbgrader_autograde(workdir: Path, assignment: str, notebooks: dict[str, Path]) -> dict[str, dict[str, float]]:
+    """Plain nbgrader, as the README's commands run it (generate_assignment, then autograde), on
+    copies of ``notebooks`` (student -> notebook) in a fresh copy of the course under ``workdir``.
+    Returns each student's score per grade_id, read from nbgrader's own gradebook."""
+    course = workdir / "course"
+    for name in ("solutions", "autograder"):
+        shutil.copytree(ROOT / name, course / name)
+    name = solution_path(assignment).name
+    for student, notebook in notebooks.items():
+        target = course / "submitted" / student / assignment / name
+        target.parent.mkdir(parents=True)
+        shutil.copy(notebook, target)
+    nbgrader = [sys.executable, "-m", "nbgrader"]
+    config = "--NbGrader.config_file=autograder/nbgrader_config.py"
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    for step in (["generate_assignment", assignment, "--force", config], ["autograde", assignment, config]):
+        run = subprocess.run(nbgrader + step, cwd=course, capture_output=True, text=True, env=env, timeout=900)
+        assert run.returncode == 0, run.stderr[-2000:]
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        return {
+            student: {g.name: g.score
+                      for g in gradebook.find_submission_notebook(Path(name).stem, assignment, student).grades}
+            for student in notebooks
+        }

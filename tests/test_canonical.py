@@ -135,7 +135,7 @@ def test_a_schema_error_in_one_cell_costs_only_that_exercise(tmp_path, pristine,
     assert problem is None and len(notes) == 1
     assert "does not follow the notebook format" in notes[0] and "`softmax`" in notes[0]
     canonical = canonicalise(nb, pristine)
-    assert set(canonical.problems) == {"softmax"} and "missing" in canonical.problems["softmax"]
+    assert set(canonical.problems) == {"softmax"} and "is damaged in the file" in canonical.problems["softmax"]
     assert canonical.answer("attention_scores") == cell(solved, "attention_scores").source
 
 

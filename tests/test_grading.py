@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_helpers import ROOT, release_path, solution_path, write_submission
+from course_helpers import ROOT, nbgrader_autograde, release_path, solution_path, write_submission
 from transformer_course import exercises
 from transformer_course.grading.sandbox import sandbox_problem
 from wrong_answers import by_assignment
@@ -178,27 +176,15 @@ def test_feedback_pages_show_messages_but_never_hidden_tests(graded):
 def test_plain_nbgrader_gives_the_same_scores_on_honest_work(chapter, tmp_path):
     """The README's plain-nbgrader commands, run in a copy of the course, agree with `grade`."""
     assignment, module, rows, *_ = chapter
-    course = tmp_path / "course"
-    for name in ("solutions", "autograder"):
-        shutil.copytree(ROOT / name, course / name)
     function, (wrong, _) = next(iter(module.WRONG.items()))
-    students = {"full": {}, f"wrong_{function}": {function: wrong}}
     notebook = solution_path(assignment).name
-    for student, replace in students.items():
-        write_submission(course / "submitted" / student / assignment / notebook, assignment, **replace)
-    nbgrader = [sys.executable, "-m", "nbgrader"]
-    config = "--NbGrader.config_file=autograder/nbgrader_config.py"
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
-    for step in (["generate_assignment", assignment, "--force", config], ["autograde", assignment, config]):
-        run = subprocess.run(nbgrader + step, cwd=course, capture_output=True, text=True, env=env, timeout=600)
-        assert run.returncode == 0, run.stderr[-2000:]
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        for student in students:
-            nb = gradebook.find_submission_notebook(Path(notebook).stem, assignment, student)
-            plain = {g.name: g.score for g in nb.grades}
-            assert plain == points(rows[student], assignment)
+    students = {
+        "full": write_submission(tmp_path / "full" / notebook, assignment),
+        f"wrong_{function}": write_submission(tmp_path / "wrong" / notebook, assignment, **{function: wrong}),
+    }
+    plain = nbgrader_autograde(tmp_path, assignment, students)
+    for student in students:
+        assert plain[student] == points(rows[student], assignment), student
 
 
 def test_grade_with_nbgrader_gives_the_same_scores_and_messages(tmp_path_factory):

@@ -34,7 +34,7 @@ def _grade(args: argparse.Namespace) -> int:
     out = Path(args.out)
     mode = "nbgrader" if args.nbgrader else "unsandboxed" if args.unsandboxed else "sandbox"
     results = grade_folder(root, args.assignment, submissions, out, progress=not args.quiet, mode=mode,
-                           jobs=args.jobs, seed=args.seed)
+                           jobs=args.jobs, seed=args.seed, timeout=args.timeout)
     print_summary(args.assignment, results, out)
     return 0
 
@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     grd.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: CPU cores)")
     grd.add_argument("--seed", type=int, default=None,
                      help="seed of the hidden inputs (default: a fresh secret one per run, kept in results.json)")
+    grd.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                     help="wall-clock limit of one submission's run in the sandbox (default: 180); a "
+                          "run that hangs is stopped and run again without the cell or exercise that hung")
     grd.set_defaults(run=_grade)
 
     chk = commands.add_parser(

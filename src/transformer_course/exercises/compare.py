@@ -202,6 +202,13 @@ def normalise_outputs(exercise: Exercise, result: Any, case: Case) -> tuple[torc
             raise ExerciseFailure(
                 f"`{name}` returned a {type(out).__name__} for `{out_name}`; return a torch.Tensor."
             )
+        # type(), not isinstance: a Tensor subclass can redefine ==, allclose and every other
+        # operation a check would use (via __torch_function__), so only plain tensors are graded.
+        if type(out) not in (torch.Tensor, torch.nn.Parameter):
+            raise ExerciseFailure(
+                f"`{name}` returned a {type(out).__name__} (a subclass of torch.Tensor) for `{out_name}`; "
+                "return a plain torch.Tensor."
+            )
         if out_name in exercise.index_outputs:
             if out.is_floating_point() or out.is_complex() or out.dtype == torch.bool:
                 raise ExerciseFailure(

@@ -16,6 +16,7 @@ from .hardened import HardenedBackend
 from .nbgrader_backend import NbgraderBackend
 from .report import summary_table, write_csv, write_feedback, write_json
 from .results import StudentResult
+from .sandbox import Limits
 from .submissions import collect, safe_id
 
 
@@ -42,12 +43,14 @@ def grade_folder(
     mode: str = "sandbox",
     jobs: int | None = None,
     seed: int | None = None,
+    timeout: float | None = None,
 ) -> list[StudentResult]:
     """Grade every submission in ``submissions`` and write the reports into ``out``.
 
     ``mode`` is ``"sandbox"`` (the hardened grader, the default), ``"unsandboxed"`` (the same,
     without the sandbox: trusted code only) or ``"nbgrader"`` (plain ``nbgrader autograde``).
     Submissions are graded ``jobs`` at a time (default: one per CPU core; nbgrader: one).
+    ``timeout`` is the wall-clock limit of one sandboxed run, in seconds (default: :class:`Limits`).
     Every submission ends as a score or as a per-student error in the reports.
     """
     if not exercises.for_assignment(assignment):
@@ -58,7 +61,9 @@ def grade_folder(
             backend: Backend = NbgraderBackend(root, assignment, Path(work))
             jobs = 1  # one gradebook, one kernel at a time
         else:
-            backend = HardenedBackend(root, assignment, Path(work), sandboxed=mode == "sandbox", seed=seed)
+            limits = Limits() if timeout is None else Limits(wall_seconds=timeout)
+            backend = HardenedBackend(root, assignment, Path(work), sandboxed=mode == "sandbox", seed=seed,
+                                      limits=limits)
             jobs = jobs or os.cpu_count() or 1
         found = collect(submissions, backend.notebook_names, Path(work), skip=out)
         if not found:

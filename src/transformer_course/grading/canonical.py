@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import nbformat
 
+DAMAGED = "damaged_cell"  # metadata flag of a placeholder for a cell that could not be read
 MAX_NOTEBOOK_BYTES = 20 * 1024**2  # a chapter's notebook is ~50 kB; with outputs, a few MB
 
 
@@ -91,6 +92,9 @@ def _salvage(cells: list, first_problem: str) -> ReadNotebook:
         else:
             grade_id = grade_id_of(cell) if isinstance(cell, dict) else None
             damaged.append(f"`{grade_id}`" if grade_id else f"number {position}")
+            if grade_id:  # a placeholder, so that its exercise says "damaged", not "missing"
+                kept.append(nbformat.from_dict({"cell_type": "raw", "source": "", "outputs": [], "metadata": {
+                    "nbgrader": {"grade_id": grade_id}, DAMAGED: True}}))
     note = f"the notebook does not follow the notebook format ({first_problem})"
     if damaged:
         note += f"; {len(damaged)} damaged cell(s) were left out (" + ", ".join(damaged) + ")"
@@ -199,7 +203,13 @@ def _answer_source(grade_id: str, pristine_cell, found: list, canonical: Canonic
     """The student's answer for ``grade_id``, or the pristine stub with a recorded problem."""
     if len(found) == 1 and found[0].cell_type == "code":
         return found[0].source
-    if not found:
+    if len(found) == 1 and found[0].metadata.get(DAMAGED):
+        canonical.problems[grade_id] = (
+            f"the answer cell `{grade_id}` is damaged in the file (it does not follow the notebook "
+            "format), so it could not be read. Paste your code into that cell of a fresh copy of the "
+            "notebook."
+        )
+    elif not found:
         canonical.problems[grade_id] = (
             f"the answer cell `{grade_id}` is missing from the notebook (deleted, or its cell "
             "metadata was changed), so there was no answer to grade. Start from a fresh copy of "

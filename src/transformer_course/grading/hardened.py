@@ -261,9 +261,8 @@ class HardenedBackend:
                 if cell.kind == "answer":
                     probed.stop([p for p in remaining if p.exercise.function == cell.grade_id], why)
                 elif cell.kind == "added":
-                    probed.notes.append(f"a code cell you added stopped the grading run "
-                                        f"({why.removeprefix('not checked: ')}); it was left out and your "
-                                        "answers were graded without it")
+                    probed.notes.append(f"a code cell you added stopped the grading run ({_why_it_ended(run)}); "
+                                        "it was left out and your answers were graded without it")
                 else:  # the course's own setup cell: nothing sensible runs without it
                     probed.stop(remaining, why)
                     break
@@ -397,9 +396,18 @@ def _failed(exercise: Exercise, message: str) -> ExerciseResult:
     return ExerciseResult(exercise.grade_id, 0.0, float(exercise.points), FAILED, message)
 
 
+def _why_it_ended(run: SandboxResult) -> str:
+    """Why a run that did not finish ended, in words."""
+    if run.ended_by:
+        return run.ended_by
+    if run.returncode:
+        return f"it exited with code {run.returncode}"
+    return "it ended the Python process early (os._exit, or a crash)"
+
+
 def _where_it_stopped(progress: list[str], run: SandboxResult) -> str:
     """Which cell or exercise the run was in when it ended, and why, in words."""
-    why = run.ended_by or (f"it exited with code {run.returncode}" if run.returncode else "it ended early")
+    why = _why_it_ended(run)
     last = progress[-1] if progress else ""
     if not progress:  # the probe itself could not start: say what it printed, for the instructor
         errors = run.stderr.decode("utf-8", "replace").strip().splitlines()
@@ -407,7 +415,8 @@ def _where_it_stopped(progress: list[str], run: SandboxResult) -> str:
             why += f" ({errors[-1][:300]})"
     words = last.split(" ", 2)
     if words[0] == "cell" and len(words) == 3:  # "cell <index> <grade_id or kind>"
-        return f"the run ended while running the cell `{words[2]}`: {why}"
+        where = "a cell you added" if words[2] == "added" else f"the cell `{words[2]}`"
+        return f"the run ended while running {where}: {why}"
     if words[0] == "exercise" and len(words) >= 2:
         return f"the run ended while checking `{words[1]}`: {why}"
     return f"the run ended before any cell ran: {why}"

@@ -1,0 +1,450 @@
+"""Hostile and broken submissions, graded in one batch with honest ones (chapter 4).
+
+Every trick below worked against plain nbgrader 0.9.6 (see issue 6): rewriting the checks,
+objects that equal anything, printing a score, crashing or hanging the kernel, shadowing numpy,
+reading other students' work or the hidden tests, writing outside its folder, leaving processes
+behind, reaching the network. Here the whole class goes through `transformer-course grade` in the
+sandbox, once, and the tests check that
+
+* honest submissions get exactly the scores plain ``nbgrader autograde`` gives them;
+* no other submission gets a point its code did not earn, nor loses one it did: the expected
+  points of each are written out below by hand, from what its answers do;
+* every failure says what happened, the batch completes, nothing is left running or written.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_helpers import ROOT, answer_sources, nbgrader_autograde, release_path, solution_path
+from transformer_course.grading.canonical import grade_id_of
+from transformer_course.grading.sandbox import sandbox_problem
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(bool(sandbox_problem()), reason=f"needs the sandbox: {sandbox_problem()}"),
+]
+
+CH04 = "04-attention"
+NOTEBOOK = solution_path(CH04).name
+TIMEOUT = 20  # seconds per sandboxed run: the hanging submissions cost this, twice at most
+MARKER = f"hostile-{uuid.uuid4().hex[:12]}"  # names the processes and files the submissions make
+SOFTMAX = answer_sources(CH04)["softmax"]
+SCORES = answer_sources(CH04)["attention_scores"]
+ATTENTION = answer_sources(CH04)["scaled_dot_product_attention"]
+
+
+def notebook(replace: dict[str, str] | None = None, added: dict[str, str] | None = None,
+             edit=None) -> nbformat.NotebookNode:
+    """The solution notebook with answers replaced, code cells added after a grade_id, or edited."""
+    nb = nbformat.read(solution_path(CH04), as_version=4)
+    cells = []
+    for cell in nb.cells:
+        grade_id = grade_id_of(cell)
+        if grade_id in (replace or {}):
+            cell.source = replace[grade_id]
+        cells.append(cell)
+        if grade_id in (added or {}):
+            cells.append(nbformat.v4.new_code_cell(added[grade_id]))
+    nb.cells = cells
+    if edit:
+        edit(nb)
+    return nb
+
+
+def stub(grade_id: str) -> str:
+    (cell,) = [c for c in nbformat.read(release_path(CH04), as_version=4).cells if grade_id_of(c) == grade_id]
+    return cell.source
+
+
+def duplicate_softmax(nb):
+    (index,) = [i for i, c in enumerate(nb.cells) if grade_id_of(c) == "softmax"]
+    nb.cells.insert(index + 1, copy.deepcopy(nb.cells[index]))
+
+
+def delete_test_cell(nb):
+    nb.cells = [c for c in nb.cells if grade_id_of(c) != "test_softmax"]
+
+
+def garble_metadata(nb):
+    (cell,) = [c for c in nb.cells if grade_id_of(c) == "attention_scores"]
+    cell.metadata["nbgrader"] = "garbage"
+
+
+# --------------------------------------------------------------------------- the class
+
+NAIVE_SOFTMAX = "def softmax(x, dim=-1):\n    return x.exp() / x.exp().sum(dim=dim, keepdim=True)\n"
+
+HONEST = {  # graded by plain nbgrader too: the scores must be the same
+    "honest_full": notebook(),
+    "honest_wrong_softmax": notebook({"softmax": NAIVE_SOFTMAX}),
+    "honest_unfinished": notebook({"scaled_dot_product_attention": stub("scaled_dot_product_attention")}),
+    "honest_exploring": notebook(added={"softmax": "print(softmax(torch.tensor([1.0, 2.0, 3.0])))\nx = 5\n"}),
+}
+
+STDERR_SOFTMAX = (
+    "import sys, warnings\n\n" + SOFTMAX
+    + "\n\n_plain_softmax = softmax\n\n"
+    "def softmax(x, dim=-1):\n"
+    "    warnings.warn('just a warning')\n"
+    "    print('debugging', file=sys.stderr)\n"
+    "    return _plain_softmax(x, dim)\n"
+)
+
+ALWAYS_EQUAL = (
+    "class Yes(torch.Tensor):\n"
+    "    def __eq__(self, other):\n        return True\n"
+    "    def allclose(self, *args, **kwargs):\n        return True\n"
+    "    def __torch_function__(self, func, types, args=(), kwargs=None):\n        return True\n\n"
+    "def softmax(x, dim=-1):\n    return torch.zeros_like(x).as_subclass(Yes)\n"
+)
+EQUAL_OBJECT = (
+    "class Anything:\n"
+    "    shape = dtype = device = None\n"
+    "    def __eq__(self, other):\n        return True\n"
+    "    def __getattr__(self, name):\n        return lambda *a, **k: self\n\n"
+    "def attention_scores(q, k):\n    return Anything()\n"
+)
+
+PATCH_CHECKS = (
+    "import torch, transformer_course.checks as checks\n"
+    "checks.check = lambda *args, **kwargs: None\n"
+    "check = checks.check\n"
+    "torch.allclose = lambda *args, **kwargs: True\n"
+    "torch.testing.assert_close = lambda *args, **kwargs: None\n"
+    "torch.Tensor.__eq__ = lambda self, other: torch.ones((), dtype=torch.bool)\n"
+)
+
+DISPLAYHOOK = "import sys\nsys.displayhook = lambda value: print(7)\nsys.excepthook = lambda *args: print(7)\n"
+
+POISON_AND_EXIT = (  # files that would shadow modules in a later run, then a hard exit
+    "for name in ('numpy', 'torch', 'zipfile', 'json'):\n"
+    "    open(name + '.py', 'w').write('raise SystemExit(\"shadowed\")')\n"
+    "import os\nos._exit(0)\n"
+)
+
+OS_EXIT_SOFTMAX = "import os\n\ndef softmax(x, dim=-1):\n    os._exit(1)\n"
+
+SIGINT_LOOP = (
+    "import signal\n\n"
+    "def attention_scores(q, k):\n"
+    "    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):\n"
+    "        signal.signal(s, signal.SIG_IGN)\n"
+    "    while True:\n        pass\n"
+)
+
+HUGE = "def softmax(x, dim=-1):\n    hoard = torch.empty(10 * 1024**3, dtype=torch.uint8)\n" \
+       "    return hoard[:1] * 0 + x\n"
+
+SLEEPER = f"[sys.executable, '-c', 'import time; time.sleep(600)', '{MARKER}']"
+
+LEFTOVERS = (  # a process in its own session, and a double-forked daemon
+    "import os, subprocess, sys\n"
+    f"subprocess.Popen({SLEEPER}, start_new_session=True)\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    f"        os.execv(sys.executable, {SLEEPER})\n"
+    "    os._exit(0)\n"
+)
+
+FORK_BOMB = (
+    "import os, sys\n"
+    "for _ in range(100000):\n"
+    "    try:\n"
+    "        if os.fork() == 0:\n"
+    f"            os.execv(sys.executable, {SLEEPER})\n"
+    "    except OSError:\n"
+    "        break\n"
+)
+
+OUTPUT_FLOOD = "import sys\nfor _ in range(50):\n    sys.stdout.write('x' * 1024**2)\n"
+
+IMPORTS_REFERENCE = "from transformer_course.attention import softmax\n"
+SNEAKY_IMPORT = (
+    "import importlib\n\n"
+    "attention_scores = importlib.import_module('transformer_course.' + 'attention').attention_scores\n"
+)
+
+
+def network_softmax(port: int) -> str:
+    return (
+        "import socket\n\n" + SOFTMAX.replace("def softmax(", "def _right(") + "\n\n"
+        "def softmax(x, dim=-1):\n"
+        f"    for host, p in (('127.0.0.1', {port}), ('pypi.org', 443), ('1.1.1.1', 53)):\n"
+        "        try:\n"
+        "            socket.create_connection((host, p), timeout=2).close()\n"
+        "            return _right(x, dim)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "    return x\n"
+    )
+
+
+def reading_softmax(paths: list[Path]) -> str:
+    """A softmax that runs whatever softmax it can read: another student's, or the solution's."""
+    return (
+        "import json\n\n"
+        "def softmax(x, dim=-1):\n"
+        f"    for path in {[str(p) for p in paths]!r}:\n"
+        "        try:\n"
+        "            cells = json.load(open(path))['cells']\n"
+        "        except OSError:\n"
+        "            continue\n"
+        "        for cell in cells:\n"
+        "            if cell['metadata'].get('nbgrader', {}).get('grade_id') == 'softmax':\n"
+        "                scope = {'torch': torch}\n"
+        "                exec(''.join(cell['source']), scope)\n"
+        "                return scope['softmax'](x, dim)\n"
+        "    raise FileNotFoundError('nothing to copy')\n"
+    )
+
+
+def writing_cell(targets: list[Path]) -> str:
+    return (
+        f"for path in {[str(p) for p in targets]!r}:\n"
+        "    try:\n"
+        "        open(path, 'w').write('graded by me: full marks')\n"
+        "    except OSError:\n"
+        "        pass\n"
+    )
+
+
+def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbformat.NotebookNode]:
+    readable = [subs / "honest_full" / NOTEBOOK, ROOT / "solutions" / CH04 / NOTEBOOK,
+                solution_path(CH04)]
+    return {
+        # harmless, but plain nbgrader takes points for them or breaks
+        "stderr_warning": notebook({"softmax": STDERR_SOFTMAX}),
+        "numpy_beside": notebook(),  # numpy.py and torch.py are put beside it below
+        "deleted_test_cell": notebook(edit=delete_test_cell),
+        "sys_exit_in_cell": notebook({"softmax": SOFTMAX + "\nimport sys\nsys.exit(0)\n"}),
+        # cheating
+        "patches_checks": notebook({"softmax": "def softmax(x, dim=-1):\n    return x\n"},
+                                   added={"setup": PATCH_CHECKS, "softmax": PATCH_CHECKS}),
+        "always_equal": notebook({"softmax": ALWAYS_EQUAL, "attention_scores": EQUAL_OBJECT}),
+        "displayhook": notebook({g: stub(g) for g in ("softmax", "attention_scores", "scaled_dot_product_attention")},
+                                added={"setup": DISPLAYHOOK}),
+        "imports_reference": notebook({"softmax": IMPORTS_REFERENCE, "attention_scores": SNEAKY_IMPORT}),
+        "reads_other_files": notebook({"softmax": reading_softmax(readable)}),
+        "writes_outside": notebook(added={"scaled_dot_product_attention": writing_cell(outside)}),
+        "network": notebook({"softmax": network_softmax(port)}),
+        # broken notebooks
+        "duplicated_cell": notebook(edit=duplicate_softmax),
+        "edited_metadata": notebook(edit=garble_metadata),
+        # crashes, hangs and limits
+        "os_exit_in_function": notebook({"softmax": OS_EXIT_SOFTMAX}),
+        "poisons_then_exits": notebook(added={"scaled_dot_product_attention": POISON_AND_EXIT}),
+        "ignores_sigint": notebook({"attention_scores": SIGINT_LOOP}),
+        "hangs_in_cell": notebook({"scaled_dot_product_attention": ATTENTION + "\nwhile True:\n    pass\n"}),
+        "huge_allocation": notebook({"softmax": HUGE}),
+        "leaves_processes": notebook(added={"setup": LEFTOVERS}),
+        "fork_bomb": notebook(added={"setup": FORK_BOMB}),
+        "output_flood": notebook(added={"softmax": OUTPUT_FLOOD}),
+    }
+
+
+FULL = {"test_softmax": 2.0, "test_attention_scores": 2.0, "test_scaled_dot_product_attention": 3.0}
+
+
+def losing(*grade_ids: str) -> dict[str, float]:
+    return {k: (0.0 if k.removeprefix("test_") in grade_ids else v) for k, v in FULL.items()}
+
+
+# What each submission's code earns, written out by hand; and a phrase its feedback must hold
+# (in the lost exercise's message, or in the notes where nothing is lost).
+EXPECTED = {
+    "stderr_warning": (FULL, None),
+    "numpy_beside": (FULL, None),
+    "deleted_test_cell": (FULL, None),
+    "sys_exit_in_cell": (FULL, None),
+    "patches_checks": (losing("softmax"), "3 of 3 entries differ"),
+    "always_equal": (losing("softmax", "attention_scores"), "a subclass of torch.Tensor"),
+    "displayhook": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "is not implemented yet"),
+    "imports_reference": (losing("softmax", "attention_scores"), "earns no points"),
+    "reads_other_files": (losing("softmax"), "nothing to copy"),
+    "writes_outside": (FULL, None),
+    "network": (losing("softmax"), "3 of 3 entries differ"),  # what it returns without a connection
+    "duplicated_cell": (losing("softmax"), "2 cells with the id `softmax`"),
+    "edited_metadata": (losing("attention_scores"), "`attention_scores` is missing"),
+    "broken_schema": (losing("softmax"), "the answer cell `softmax` is damaged in the file"),
+    "os_exit_in_function": (losing("softmax"), "ended while checking `softmax`: it exited with code 1"),
+    "poisons_then_exits": (FULL, "a code cell you added stopped the grading run (it ended the Python process"),
+    "ignores_sigint": (losing("attention_scores"), "ran out of time"),
+    "hangs_in_cell": (losing("scaled_dot_product_attention"),
+                      "ended while running the cell `scaled_dot_product_attention`: it ran out of time"),
+    "huge_allocation": (losing("softmax"), "raised"),
+    "leaves_processes": (FULL, None),
+    "fork_bomb": (FULL, None),
+    "output_flood": (FULL, "a code cell you added stopped the grading run (it printed too much output"),
+}
+
+UNREADABLE = {  # whole-submission errors: 0 points and the reason
+    "malformed_json": "not valid JSON",
+    "empty_file": "the file is empty",
+    "wrong_assignment": "none of the cells of assignment 04-attention",
+    "huge_saved_output": "Clear Outputs",
+}
+
+
+class CountingServer:
+    """A TCP server on the host's loopback that counts who connects (nobody should)."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.settimeout(0.5)
+        self.port = self.socket.getsockname()[1]
+        self.connections = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                conn, _ = self.socket.accept()
+                self.connections += 1
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.running = False
+        self.thread.join()
+        self.socket.close()
+
+
+def _leftover_processes() -> list[str]:
+    found = subprocess.run(["pgrep", "-af", MARKER], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if "pgrep" not in line]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    """The whole class graded in one run; what came out, and the traces it left."""
+    subs = tmp_path_factory.mktemp("class")
+    out = tmp_path_factory.mktemp("grades")
+    outside = [ROOT / f"HACKED-{MARKER}", out / "grades.csv.hacked", Path(f"/tmp/{MARKER}"),
+               subs / "honest_full" / NOTEBOOK]
+    server = CountingServer()
+    try:
+        written = {}
+        for student, nb in {**HONEST, **hostile_class(subs, server.port, outside)}.items():
+            written[student] = subs / student / NOTEBOOK
+            written[student].parent.mkdir()
+            nbformat.write(nb, written[student])
+        (subs / "broken_schema").mkdir()  # a cell nbformat rejects (plain nbgrader stops the batch)
+        data = json.loads(nbformat.writes(notebook()))
+        (softmax,) = [c for c in data["cells"] if grade_id_of(c) == "softmax"]
+        softmax.update(source=42, execution_count="seven")
+        (subs / "broken_schema" / NOTEBOOK).write_text(json.dumps(data), encoding="utf-8")
+        for shadow in ("numpy", "torch"):
+            (subs / "numpy_beside" / f"{shadow}.py").write_text("raise SystemExit('shadowed')\n")
+        (subs / "malformed_json.ipynb").write_text('{"cells": [{"cell_type": "code", ', encoding="utf-8")
+        (subs / "empty_file.ipynb").write_bytes(b"")
+        (subs / "wrong_assignment.ipynb").write_bytes(solution_path("03-qkv").read_bytes())
+        big = notebook()
+        big.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="x" * 50 * 1024**2)]
+        nbformat.write(big, subs / "huge_saved_output.ipynb")
+        honest_hash = hashlib.sha256(written["honest_full"].read_bytes()).hexdigest()
+
+        start = time.perf_counter()
+        run = subprocess.run(
+            [sys.executable, "-m", "transformer_course", "grade", CH04, str(subs), "--out", str(out),
+             "--timeout", str(TIMEOUT)],
+            capture_output=True, text=True, cwd=ROOT, timeout=1200,
+        )
+        seconds = time.perf_counter() - start
+        time.sleep(0.5)
+        traces = {
+            "leftover_processes": _leftover_processes(),
+            "connections": server.connections,
+            "written_outside": [str(p) for p in outside[:3] if p.exists()],
+            "honest_file_changed": hashlib.sha256(written["honest_full"].read_bytes()).hexdigest() != honest_hash,
+        }
+    finally:
+        server.close()
+        subprocess.run(["pkill", "-f", MARKER], capture_output=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
+    details = {s["student"]: s for s in json.loads((out / "results.json").read_text())["students"]}
+    return {"rows": rows, "details": details, "traces": traces, "written": written, "out": out,
+            "seconds": seconds, "stdout": run.stdout}
+
+
+def scores(row: dict) -> dict[str, float]:
+    return {k: float(row[k]) for k in FULL}
+
+
+def test_the_batch_completes_with_a_row_per_submission(batch):
+    expected = set(HONEST) | set(EXPECTED) | set(UNREADABLE)
+    assert set(batch["rows"]) == expected and set(batch["details"]) == expected
+    # two hanging submissions cost TIMEOUT each, in parallel with everything else
+    assert batch["seconds"] < 600, batch["seconds"]
+
+
+def test_honest_submissions_get_exactly_their_nbgrader_scores(batch, tmp_path):
+    plain = nbgrader_autograde(tmp_path, CH04, {s: batch["written"][s] for s in HONEST})
+    for student in HONEST:
+        assert scores(batch["rows"][student]) == plain[student], student
+    assert plain["honest_full"] == FULL  # the comparison is not between two zeros
+
+
+@pytest.mark.parametrize("student", sorted(EXPECTED))
+def test_no_submission_gains_or_loses_a_point(batch, student):
+    expected, phrase = EXPECTED[student]
+    detail = batch["details"][student]
+    assert scores(batch["rows"][student]) == expected, (student, detail)
+    if phrase is None:
+        return
+    lost = [e["message"] for e in detail["exercises"] if e["points"] < e["max_points"]]
+    text = "\n".join(lost + detail["notes"])
+    assert phrase in text, (student, text)
+
+
+@pytest.mark.parametrize("student", sorted(UNREADABLE))
+def test_unreadable_submissions_are_errors_with_a_reason(batch, student):
+    assert batch["rows"][student]["total"] == "0"
+    assert UNREADABLE[student] in batch["details"][student]["error"]
+
+
+def test_failures_say_what_happened(batch):
+    """Not a traceback or a bare exception name: each lost exercise has a sentence."""
+    for student, detail in batch["details"].items():
+        if student in UNREADABLE:  # one reason for the whole file, checked above
+            continue
+        for exercise in detail["exercises"]:
+            if exercise["status"] != "passed":
+                assert len(exercise["message"]) > 30 and "Traceback" not in exercise["message"], (student, exercise)
+
+
+def test_nothing_is_left_running(batch):
+    assert batch["traces"]["leftover_processes"] == []
+
+
+def test_nothing_reached_the_network(batch):
+    assert batch["traces"]["connections"] == 0
+
+
+def test_nothing_was_written_outside_its_folder(batch):
+    assert batch["traces"]["written_outside"] == []
+    assert not batch["traces"]["honest_file_changed"]
+
+
+def test_the_feedback_pages_hold_no_hidden_tests(batch):
+    for page in (batch["out"] / "feedback").glob("*.html"):
+        text = page.read_text()
+        assert "BEGIN HIDDEN TESTS" not in text and "grading.hidden" not in text, page.name
