@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,8 @@ import pytest
 
 from course_helpers import ROOT, nbgrader_autograde, release_path, solution_path, write_submission
 from transformer_course import exercises
+from transformer_course.grading.report import feedback_text, write_feedback
+from transformer_course.grading.results import ExerciseResult, StudentResult
 from transformer_course.grading.sandbox import sandbox_problem
 from wrong_answers import by_assignment
 
@@ -215,3 +219,45 @@ def test_check_gives_a_self_learner_the_instructors_verdict(tmp_path_factory):
     wrong = check(subs / "wrong_softmax.ipynb")
     assert wrong.returncode == 1 and "✗ softmax: 0 / 2" in wrong.stdout and "Subtract the maximum" in wrong.stdout
     assert "✓ scaled_dot_product_attention: 3 / 3" in wrong.stdout
+
+
+EXAMPLE_HTML = ROOT / "autograder" / "example-feedback.html"
+README_BLOCK = re.compile(
+    r"(<!-- feedback-example:start -->\n```text\n)(.*?)(```\n<!-- feedback-example:end -->)", re.S)
+
+
+def test_the_readme_example_feedback_is_what_grading_produces(graded, tmp_path):
+    """README's example feedback and autograder/example-feedback.html are generated: they are
+    chapter 4's wrong-softmax submission as graded here, shown as student "dave". To update both
+    after a change to the checks or the page: UPDATE_EXAMPLES=1 pytest tests/test_grading.py -k example"""
+    _, details, *_ = graded
+    detail = dict(details["wrong_softmax"], student="dave", source="dave/attention.ipynb")
+    detail = {k: v for k, v in detail.items() if k not in ("total", "max_total")}
+    result = StudentResult(**{**detail, "exercises": [ExerciseResult(**e) for e in detail["exercises"]]})
+    write_feedback(tmp_path, CH04, [result])
+    html = (tmp_path / "dave.html").read_text(encoding="utf-8")
+    text = feedback_text(CH04, result)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    if os.environ.get("UPDATE_EXAMPLES"):
+        EXAMPLE_HTML.write_text(html, encoding="utf-8")
+        (ROOT / "README.md").write_text(README_BLOCK.sub(lambda m: m[1] + text + "\n" + m[3], readme), encoding="utf-8")
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = README_BLOCK.search(readme)
+    assert match, "README.md lost its feedback-example markers"
+    hint = "out of date: UPDATE_EXAMPLES=1 pytest tests/test_grading.py -k example"
+    assert match[2] == text + "\n", f"README.md's example feedback is {hint}"
+    assert EXAMPLE_HTML.read_text(encoding="utf-8") == html, f"{EXAMPLE_HTML.name} is {hint}"
+    assert "0 / 2" in text and "Subtract the maximum" in text  # the example shows a lost exercise
+
+
+def test_grading_the_same_folder_twice_gives_the_same_scores(tmp_path_factory):
+    """Each run draws other hidden inputs (a fresh secret seed); the scores and statuses stay."""
+    _, _, rows, details, out, _, subs = graded_batch(CH04, tmp_path_factory)
+    again = tmp_path_factory.mktemp("out-again")
+    rows_again, details_again, _ = grade_batch(CH04, subs, again)
+    assert rows_again == rows
+    for student, detail in details.items():
+        statuses = [e["status"] for e in detail["exercises"]]
+        assert [e["status"] for e in details_again[student]["exercises"]] == statuses, student
+    seeds = [json.loads((folder / "results.json").read_text())["run"]["seed"] for folder in (out, again)]
+    assert seeds[0] != seeds[1]

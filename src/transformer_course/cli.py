@@ -45,7 +45,7 @@ def _check(args: argparse.Namespace) -> int:
     from .grading.canonical import grade_id_of, read_notebook
     from .grading.course import assignments, find_course_root
     from .grading.hardened import HardenedBackend
-    from .grading.results import PASSED
+    from .grading.report import feedback_text
 
     root = find_course_root()
     notebook = Path(args.notebook)
@@ -67,14 +67,7 @@ def _check(args: argparse.Namespace) -> int:
         backend = HardenedBackend(root, assignment, Path(work), sandboxed=not args.unsandboxed)
         backend.prepare()
         result = backend.grade("you", notebook, notebook.name)
-    print(f"{notebook.name} ({assignment}): {result.total:g} / {result.max_total:g} points\n")
-    for e in result.exercises:
-        mark = "✓" if e.status == PASSED else "✗"
-        print(f"{mark} {e.grade_id.removeprefix('test_')}: {e.points:g} / {e.max_points:g}")
-        if e.status != PASSED:
-            print("    " + e.message.replace("\n", "\n    "))
-    for note in result.notes:
-        print(f"note: {note}")
+    print(feedback_text(assignment, result, name=notebook.name))
     return 0 if result.total == result.max_total else 1
 
 

@@ -52,6 +52,22 @@ def write_feedback(folder: Path, assignment: str, results: list[StudentResult]) 
         (folder / f"{safe_id(r.student)}.html").write_text(page, encoding="utf-8")
 
 
+def feedback_text(assignment: str, result: StudentResult, name: str | None = None) -> str:
+    """The feedback page's content as plain text (what `transformer-course check` prints):
+    the score, then each exercise's points and, where points were lost, the message."""
+    titles = exercise_titles(assignment)
+    lines = [f"{name or result.student} ({assignment}): {result.total:g} / {result.max_total:g} points", ""]
+    if result.error:
+        lines += [f"could not be graded: {result.error}", ""]
+    for e in result.exercises:
+        mark = "✓" if e.status == PASSED else "✗"
+        lines.append(f"{mark} {titles.get(e.grade_id, e.grade_id)}: {e.points:g} / {e.max_points:g}")
+        if e.status != PASSED and not result.error:
+            lines.append("    " + e.message.replace("\n", "\n    "))
+    lines += [f"note: {note}" for note in result.notes]
+    return "\n".join(lines)
+
+
 def summary_table(assignment: str, results: list[StudentResult]) -> str:
     """A plain-text table: one row per student, one column per exercise, and what went wrong."""
     exs = exercises.for_assignment(assignment)
