@@ -67,8 +67,8 @@ def test_find_submissions_layouts(tmp_path):
     (tmp_path / "notes.txt").write_text("")
     found = {s.student: s for s in find_submissions(tmp_path, ["attention.ipynb"])}
     assert sorted(found) == ["ann", "ben", "cat", "dan"]
-    assert found["ann"].path.name == "attention.ipynb" and "ann.ipynb" in " ".join(found["ann"].all_notes())
-    assert found["ben"].path.name == "Untitled.ipynb" and "as attention.ipynb" in found["ben"].note
+    assert found["ann"].path.name == "attention.ipynb" and "ann.ipynb" in " ".join(found["ann"].notes)
+    assert found["ben"].path.name == "Untitled.ipynb" and "as attention.ipynb" in found["ben"].notes[0]
     assert found["cat"].path is None and "a.ipynb, b.ipynb" in found["cat"].problem
     assert found["dan"].path.name == "dan.ipynb"
 
@@ -100,7 +100,7 @@ def test_learning_management_system_layouts(tmp_path):
     found = {s.student: s for s in find_submissions(tmp_path, ["attention.ipynb"])}
     assert sorted(found) == ["Ada Lovelace", "doejane", "kwan", "smithjohn"]
     assert found["kwan"].path.name.startswith("Homework 4_kwan_attempt_2026-11-21")
-    assert "graded the latest attempt" in " ".join(found["kwan"].all_notes())
+    assert "graded the latest attempt" in " ".join(found["kwan"].notes)
     assert found["Ada Lovelace"].path == moodle / "attention.ipynb"
 
 

@@ -120,7 +120,7 @@ def _grade_one(backend: Backend, submission, student: str, submissions: Path) ->
                 StudentResult(student, source), f"grading failed: {type(error).__name__}: {error}"
             )
     result.student = submission.student
-    result.notes.extend(submission.all_notes())
+    result.notes.extend(submission.notes)
     return result
 
 

@@ -39,11 +39,7 @@ class Submission:
     student: str
     path: Path | None
     problem: str | None = None
-    note: str | None = None
-    notes: list[str] = field(default_factory=list)  # more things the instructor should know
-
-    def all_notes(self) -> list[str]:
-        return ([self.note] if self.note else []) + self.notes
+    notes: list[str] = field(default_factory=list)  # things the instructor should know
 
 
 def safe_id(student: str) -> str:
@@ -110,7 +106,7 @@ def find_submissions(folder: Path, expected: list[str], skip: Path | None = None
             if student in found:
                 found[student].notes.append(f"also sent the folder {entry.name}/, which was not graded")
                 continue
-            found[student] = Submission(student, path, problem, note)
+            found[student] = Submission(student, path, problem, [note] if note else [])
         elif entry.suffix == ".ipynb":
             student, attempt = student_of_file(entry.stem)
             if student in found:
