@@ -132,6 +132,7 @@ def test_a_schema_error_in_one_cell_costs_only_that_exercise(tmp_path, pristine,
         if grade_id_of(c) == "attention_scores":
             c["outputs"] = [{"output_type": "made-up"}]  # breaks the schema, source still readable
     nb, problem, notes = read_notebook(_write_json(tmp_path, data), MAX)
+    nbformat.validate(nb)  # what is kept is a valid notebook (plain nbgrader can run it)
     assert problem is None and len(notes) == 1
     assert "does not follow the notebook format" in notes[0] and "`softmax`" in notes[0]
     canonical = canonicalise(nb, pristine)

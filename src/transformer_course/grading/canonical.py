@@ -87,14 +87,12 @@ def _salvage(cells: list, first_problem: str) -> ReadNotebook:
             source = "".join(source)
         if isinstance(source, str) and cell.get("cell_type") in ("code", "markdown", "raw"):
             metadata = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
-            kept.append(nbformat.from_dict({"cell_type": cell["cell_type"], "source": source,
-                                            "metadata": metadata, "outputs": []}))
+            kept.append(_cell(cell["cell_type"], source, metadata))
         else:
             grade_id = grade_id_of(cell) if isinstance(cell, dict) else None
             damaged.append(f"`{grade_id}`" if grade_id else f"number {position}")
             if grade_id:  # a placeholder, so that its exercise says "damaged", not "missing"
-                kept.append(nbformat.from_dict({"cell_type": "raw", "source": "", "outputs": [], "metadata": {
-                    "nbgrader": {"grade_id": grade_id}, DAMAGED: True}}))
+                kept.append(_cell("raw", "", {"nbgrader": {"grade_id": grade_id}, DAMAGED: True}))
     note = f"the notebook does not follow the notebook format ({first_problem})"
     if damaged:
         note += f"; {len(damaged)} damaged cell(s) were left out (" + ", ".join(damaged) + ")"
@@ -108,6 +106,13 @@ def _nbgrader_metadata(cell: dict) -> dict:
     metadata = cell.get("metadata")
     nbgrader = metadata.get("nbgrader") if isinstance(metadata, dict) else None
     return nbgrader if isinstance(nbgrader, dict) else {}
+
+
+def _cell(cell_type: str, source: str, metadata: dict) -> nbformat.NotebookNode:
+    """A new, schema-valid cell (its outputs are not kept: the grader runs the code afresh)."""
+    make = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
+            "raw": nbformat.v4.new_raw_cell}[cell_type]
+    return make(source, metadata=metadata)
 
 
 def grade_id_of(cell: dict) -> str | None:
