@@ -273,10 +273,10 @@ def test_a_transposed_table_is_named(tmp_path):
     assert "shape (4, 3), expected (3, 4)" in message and "transposed" in message
 
 
-def test_no_check_calls_a_students_function_on_inputs_it_should_refuse(tmp_path):
-    """The hardened grader's probe stops at the first call that raises, so a check expecting an
-    exception would cost the hidden cases after it: every call of the visible checks and the
-    hidden cases must succeed on the reference."""
+def test_the_reference_passes_every_check_its_refusals_included(tmp_path):
+    """Every call of the visible checks succeeds on the reference (a too-long sequence is a
+    ``raises=ValueError`` case: it passes because the reference refuses it), and every hidden
+    case runs on it."""
     from transformer_course.checks import student_caller
 
     for exercise in exercises.for_assignment(CH02):
@@ -286,9 +286,34 @@ def test_no_check_calls_a_students_function_on_inputs_it_should_refuse(tmp_path)
             normalise_outputs(exercise, run_case(reference, case), case)
 
 
-def test_an_add_positions_without_a_length_check_still_earns_its_points(tmp_path):
+def test_an_add_positions_without_a_length_check_is_told_to_raise_a_value_error(tmp_path):
     code = "def add_positions(embeddings, table):\n    return embeddings + table[: embeddings.shape[-2]]\n"
-    grade("add_positions", vars(student_module(tmp_path, code)))
+    message = failure("add_positions", student_module(tmp_path, code))
+    assert "raised RuntimeError" in message and "a table of only 5 positions" in message
+    assert "raise ValueError" in message
+
+
+def test_an_add_positions_that_pads_a_short_table_is_told_to_refuse_it(tmp_path):
+    code = """
+import torch
+def add_positions(embeddings, table):
+    seq = embeddings.shape[-2]
+    padded = torch.cat([table, table.new_zeros(max(0, seq - table.shape[0]), table.shape[1])])
+    return embeddings + padded[:seq]
+"""
+    message = failure("add_positions", student_module(tmp_path, code))
+    assert "should raise ValueError" in message and "returned a result" in message
+
+
+def test_another_exception_than_value_error_is_not_a_refusal(tmp_path):
+    code = """
+def add_positions(embeddings, table):
+    if embeddings.shape[-2] > table.shape[0]:
+        raise IndexError("too long")
+    return embeddings + table[: embeddings.shape[-2]]
+"""
+    message = failure("add_positions", student_module(tmp_path, code))
+    assert "raised IndexError: too long" in message and "raise ValueError" in message
 
 
 def test_add_positions_on_the_batch_axis_gets_a_hint(tmp_path):
@@ -340,7 +365,7 @@ def permutation_experiment(x, perm, table=None):
     grade("permutation_experiment", vars(student_module(tmp_path, code)))
 
 
-def test_a_learned_table_with_other_names_fails_and_one_without_a_length_check_passes(tmp_path):
+def test_a_learned_table_with_other_names_or_without_a_length_check_fails(tmp_path):
     header = "import torch\nfrom torch import nn\n"
     renamed = header + """
 class LearnedPositionalEmbedding(nn.Module):
@@ -361,7 +386,8 @@ class LearnedPositionalEmbedding(nn.Module):
     def forward(self, x):
         return self.dropout(x + self.embedding(torch.arange(x.shape[1], device=x.device)))
 """
-    grade("LearnedPositionalEmbedding", vars(student_module(tmp_path, unchecked)))  # the check is not graded
+    message = failure("LearnedPositionalEmbedding", student_module(tmp_path, unchecked))
+    assert "raised IndexError" in message and "longer than max_len = 5" in message and "raise ValueError" in message
 
 
 def test_a_learned_table_through_add_positions_passes(tmp_path):

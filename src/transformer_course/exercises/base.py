@@ -42,6 +42,7 @@ class Case:
     build it: ``module = cls(*init, **init_kwargs)``, then ``module.load_state_dict(state)``
     when ``state`` is given (so the student's module and the reference hold the same weights),
     then ``module.eval()`` and ``module(*args, **kwargs)``. ``init`` is None for functions.
+    A case with ``raises`` checks that bad input is refused: the call returns no outputs.
     """
 
     label: str
@@ -50,6 +51,9 @@ class Case:
     init: tuple | None = None
     init_kwargs: dict = field(default_factory=dict)
     state: dict[str, torch.Tensor] | None = None
+    # An input the function must refuse: the call passes when it raises this exception (a
+    # ValueError for a sequence longer than the table, say) and fails when it returns.
+    raises: type[Exception] | None = None
 
     @property
     def dtype(self) -> torch.dtype | None:

@@ -11,10 +11,9 @@ compare with the reference on seeded inputs.
 Nothing here imports the reference implementation: attention for the visible checks is written
 out below with plain tensor operations.
 
-No check calls a student's function on inputs it should refuse (a sequence longer than the
-table): the hardened grader's probe stops at the first call that raises, so a check that expects
-an exception would cost the hidden cases after it. The reference raises a ValueError there, and
-the notebook recommends it, ungraded.
+A sequence longer than the table has no rows for its last positions: ``add_positions`` and
+``LearnedPositionalEmbedding`` must refuse it with a ValueError, as the reference does (a visible
+check with ``Case(raises=ValueError)``), rather than leave PyTorch to fail with a shape error.
 """
 
 from __future__ import annotations
@@ -360,7 +359,10 @@ def add_positions_visible(call: Callable[..., tuple]) -> int:
     _expect(x, emb + table, what="embeddings (2, 3, 5, 4) + a (5, 4) table",
             hint="any leading dimensions ride along: embeddings + table[:seq] broadcasts.",
             mistakes=ADD_MISTAKES, inputs=(emb, table))
-    return 3
+
+    call(Case("embeddings (2, 7, 4) and a table of only 5 positions (too short: refuse it)",
+              (torch.zeros(2, 7, 4, dtype=torch.float64), table), raises=ValueError))
+    return 4
 
 
 def add_positions_cases(gen: torch.Generator) -> list[Case]:
@@ -693,7 +695,10 @@ def learned_visible(call: Callable[..., tuple]) -> int:
     expect_close(out, x + weight, what="x + positions for a sequence of 5 = max_len",
                  hint=_named_module_mistake(out, full)
                  or "x + self.embedding(torch.arange(seq_len, device=x.device)), with seq_len = x.shape[1].")
-    return 2
+
+    call(Case("x (1, 6, 4), longer than max_len = 5 (refuse it)", (torch.zeros(1, 6, 4, dtype=torch.float64),),
+              init=(5, 4), state=state, raises=ValueError))
+    return 3
 
 
 def learned_cases(gen: torch.Generator) -> list[Case]:

@@ -125,7 +125,8 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case) -> tupl
     """Call ``fn`` on a copy of the case and return its outputs as a tuple of tensors.
 
     Raises ExerciseFailure if it is not implemented, raises, changes its inputs, or returns
-    the wrong kind, number, dtype or device of outputs.
+    the wrong kind, number, dtype or device of outputs. A case with ``raises`` turns that
+    round: raising that exception returns ``()``; returning fails.
     """
     __tracebackhide__ = True
     name = exercise.function
@@ -144,11 +145,21 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case) -> tupl
     except ExerciseFailure:
         raise
     except Exception as error:  # noqa: BLE001 - any error in student code becomes a message
+        if case.raises is not None and isinstance(error, case.raises):
+            return ()  # refused, as this case asks
         where = _student_line(error.__traceback__)
         where = f"\n  in your line: {where}" if where else ""
+        wanted = (f"\n  This input is one to refuse: check for it first and raise {case.raises.__name__}"
+                  "(\"...\") with a message that says what is wrong." if case.raises else "")
         raise ExerciseFailure(
-            f"`{name}` raised {type(error).__name__}: {error}\n  on {case.label}{where}"
+            f"`{name}` raised {type(error).__name__}: {error}\n  on {case.label}{where}{wanted}"
         ) from None
+    if case.raises is not None:
+        raise ExerciseFailure(
+            f"`{name}` should raise {case.raises.__name__} on {case.label}, but it returned a result. "
+            f"Check for this input first and raise {case.raises.__name__}(\"...\") with a message that "
+            "says what is wrong."
+        )
 
     for before, after in zip((*case.args, *case.kwargs.values()), (*inputs.args, *inputs.kwargs.values())):
         if isinstance(before, torch.Tensor) and not torch.equal(before, after):
