@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 
 
 def to_numpy(x: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
@@ -13,3 +14,18 @@ def to_numpy(x: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
+
+
+def annotate_cells(ax: Axes, values: np.ndarray, fmt: str, light_text: Callable[[float], bool],
+                   fontsize: float = 8, skip_zeros: bool = False) -> None:
+    """Write each value of a heatmap drawn with ``imshow`` into its cell.
+
+    ``light_text(value)`` says where the cell is dark enough for white text (that depends on the
+    colour map: the dark end of viridis, the saturated ends of a diverging map); elsewhere the
+    text is black. ``skip_zeros`` leaves exact zeros blank, so sparse matrices read at a glance.
+    """
+    for (i, j), value in np.ndenumerate(values):
+        if skip_zeros and value == 0:
+            continue
+        ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=fontsize,
+                color="white" if light_text(value) else "black")

@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from transformer_course.attention import attention_scores, softmax
-from transformer_course.plotting._common import to_numpy
+from transformer_course.plotting._common import annotate_cells, to_numpy
 
 # Colours used for "without scaling" and "with scaling" in every figure of chapter 4, so the
 # reader learns them once.
@@ -82,12 +82,8 @@ def plot_attention(
     ax.xaxis.set_label_position("top")
     ax.set_ylabel("query (attending)")
     if annotate:
-        for i in range(n_queries):
-            for j in range(n_keys):
-                # dark text on the bright end of viridis, light text on the dark end
-                colour = "black" if w[i, j] > 0.6 else "white"
-                ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", color=colour,
-                        fontsize=8)
+        # viridis: light text on its dark (low) end, dark text on its bright end
+        annotate_cells(ax, w, "{:.2f}", light_text=lambda value: value <= 0.6)
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label="attention weight", shrink=0.8)
     if title is not None:

@@ -28,7 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from transformer_course.embeddings import embed_tokens
-from transformer_course.plotting._common import to_numpy
+from transformer_course.plotting._common import annotate_cells, to_numpy
 from transformer_course.positional import sinusoidal_encoding
 from transformer_course.tokenizer import N_BYTES, learn_bpe, merge_pair, pre_tokenize
 
@@ -339,11 +339,8 @@ def plot_table(
     ax.set_xticks(range(v.shape[1]), col_labels)
     ax.set_yticks(range(v.shape[0]), row_labels)
     ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False, length=0)
-    middle = (vmin + vmax) / 2
-    for i in range(v.shape[0]):
-        for j in range(v.shape[1]):
-            colour = "white" if v[i, j] > middle else "black"  # the colour maps are dark at the top
-            ax.text(j, i, fmt.format(v[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    middle = (vmin + vmax) / 2  # the colour maps are dark at the top
+    annotate_cells(ax, v, fmt, light_text=lambda value: value > middle)
     if title is not None:
         ax.set_title(title)
     return ax
@@ -423,11 +420,7 @@ def plot_similarity_matrix(
     ax.set_yticks(range(n), labels)
     ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
     if annotate:
-        for i in range(n):
-            for j in range(n):
-                colour = "white" if abs(s[i, j]) > 0.6 else "black"
-                ax.text(j, i, f"{s[i, j]:.2f}", ha="center", va="center", color=colour,
-                        fontsize=7)
+        annotate_cells(ax, s, "{:.2f}", light_text=lambda value: abs(value) > 0.6, fontsize=7)
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
     if title is not None:

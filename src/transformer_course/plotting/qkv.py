@@ -23,7 +23,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from transformer_course.plotting._common import to_numpy
+from transformer_course.plotting._common import annotate_cells, to_numpy
 from transformer_course.projections import hard_lookup, soft_lookup
 
 SCORE_CMAP = "RdBu_r"  # diverging: 0 is white, positive red, negative blue
@@ -84,13 +84,9 @@ def _heatmap(ax: Axes, m: np.ndarray, vmax: float, annotate: bool, digits: int =
     """
     image = ax.imshow(m, cmap=SCORE_CMAP, vmin=-vmax, vmax=vmax)
     if annotate:
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                if not zeros and m[i, j] == 0:
-                    continue
-                # light text on the saturated ends of the colour map, dark text in the middle
-                colour = "white" if abs(m[i, j]) > 0.6 * vmax else "black"
-                ax.text(j, i, f"{m[i, j]:.{digits}f}", ha="center", va="center", color=colour, fontsize=8)
+        # light text on the saturated ends of the colour map, dark text in the middle
+        annotate_cells(ax, m, f"{{:.{digits}f}}", light_text=lambda value: abs(value) > 0.6 * vmax,
+                       skip_zeros=not zeros)
     return image
 
 
