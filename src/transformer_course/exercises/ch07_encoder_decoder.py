@@ -848,20 +848,15 @@ def decoder_cases(gen: torch.Generator) -> list[Case]:
                                 "pre-LN, x (2, 4, 16), memory (2, 6, 16), no masks"})
 
 
-class _DecoderParts(nn.Module):
-    """The parameters of a DecoderLayer, for the typical mistakes below (forward differs)."""
+class _DecoderParts(_EncoderParts):
+    """The parameters of a DecoderLayer (an encoder layer's, plus cross-attention and a third
+    norm), for the typical mistakes below (forward differs)."""
 
     def __init__(self, d_model, n_heads, d_ff, dropout=0.0, activation="relu", norm_first=False,
                  layer_norm_eps=1e-5):
-        super().__init__()
+        super().__init__(d_model, n_heads, d_ff, dropout, activation, norm_first, layer_norm_eps)
         attention = _reference("transformer_course.multihead:MultiHeadAttention")
-        feed_forward = _reference("transformer_course.feedforward:FeedForward")
-        self.norm_first = norm_first
-        self.self_attn = attention(d_model, n_heads, dropout=dropout)
         self.cross_attn = attention(d_model, n_heads, dropout=dropout)
-        self.feed_forward = feed_forward(d_model, d_ff, dropout=dropout, activation=activation)
-        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps)
 
     def run(self, x, memory, self_mask, memory_mask, cross_first=False, cross_kv=None):
