@@ -261,3 +261,20 @@ def test_grading_the_same_folder_twice_gives_the_same_scores(tmp_path_factory):
         assert [e["status"] for e in details_again[student]["exercises"]] == statuses, student
     seeds = [json.loads((folder / "results.json").read_text())["run"]["seed"] for folder in (out, again)]
     assert seeds[0] != seeds[1]
+
+
+def test_grading_into_the_same_folder_keeps_the_earlier_run(tmp_path):
+    """Nothing is overwritten: the earlier reports move to <out>/earlier/<when>/, and the new
+    feedback folder holds only the students of the new run."""
+    notebook = release_path(CH04)
+    first, second, out = tmp_path / "first", tmp_path / "second", tmp_path / "out"
+    for folder, student in ((first, "ann"), (second, "bob")):
+        (folder / student).mkdir(parents=True)
+        (folder / student / notebook.name).write_bytes(notebook.read_bytes())
+    grade_batch(CH04, first, out)
+    rows, _, _ = grade_batch(CH04, second, out)
+    assert set(rows) == {"bob"}
+    assert [p.name for p in (out / "feedback").iterdir()] == ["bob.html"]
+    (earlier,) = (out / "earlier").iterdir()
+    assert "ann" in (earlier / "grades.csv").read_text() and (earlier / "feedback" / "ann.html").is_file()
+    assert json.loads((earlier / "results.json").read_text())["students"][0]["student"] == "ann"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -84,11 +86,33 @@ def grade_folder(
             for future in futures:  # in submission order, whatever order they finish in
                 results.append(future.result())
                 bar.update(1)
+    kept = keep_earlier_run(out)
+    if kept:
+        print(f"the earlier grades in {out} were moved to {kept}", file=sys.stderr)
     write_csv(out / "grades.csv", assignment, results)
     write_json(out / "results.json", assignment, results,
                seed=getattr(backend, "seed", None), mode=mode)
     write_feedback(out / "feedback", assignment, results)
     return results
+
+
+REPORTS = ("grades.csv", "results.json", "feedback")
+
+
+def keep_earlier_run(out: Path) -> Path | None:
+    """Move the reports of an earlier run in ``out`` to ``out/earlier/<when it ran>/``, so a new
+    run neither overwrites them nor leaves feedback pages of students it did not grade."""
+    earlier = [out / name for name in REPORTS if (out / name).exists()]
+    if not earlier:
+        return None
+    stamp = datetime.fromtimestamp(max(p.stat().st_mtime for p in earlier)).strftime("%Y-%m-%d_%H-%M-%S")
+    target = out / "earlier" / stamp
+    while target.exists():
+        target = target.with_name(target.name + "+")
+    target.mkdir(parents=True)
+    for path in earlier:
+        shutil.move(path, target / path.name)
+    return target
 
 
 def _unique_ids(found: list) -> list[str]:
