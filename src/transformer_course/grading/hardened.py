@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nbformat
 import numpy as np
@@ -252,12 +252,12 @@ class HardenedBackend:
             if not remaining or progress[-1:] == ["done"]:
                 probed.stop(remaining, "not checked: the run ended without checking it")
                 break
-            why = "not checked: " + _where_it_stopped(progress, run)
-            step, where = _last_step(progress)
-            if step == "cell" and where.isdigit() and int(where) < len(canonical.cells) \
-                    and int(where) not in skip_cells:
-                cell = canonical.cells[int(where)]
-                skip_cells.add(int(where))
+            step = _last_step(progress)
+            why = "not checked: " + _where_it_stopped(step, run, started=bool(progress))
+            if step.kind == "cell" and step.cell is not None and step.cell < len(canonical.cells) \
+                    and step.cell not in skip_cells:
+                cell = canonical.cells[step.cell]
+                skip_cells.add(step.cell)
                 if cell.kind == "answer":
                     probed.stop([p for p in remaining if p.exercise.function == cell.grade_id], why)
                 elif cell.kind == "added":
@@ -266,8 +266,8 @@ class HardenedBackend:
                 else:  # the course's own setup cell: nothing sensible runs without it
                     probed.stop(remaining, why)
                     break
-            elif step == "exercise" and where in {p.exercise.function for p in remaining}:
-                probed.stop([p for p in remaining if p.exercise.function == where], why)
+            elif step.kind == "exercise" and step.name in {p.exercise.function for p in remaining}:
+                probed.stop([p for p in remaining if p.exercise.function == step.name], why)
             else:  # the probe did not start, or died in between: a rerun would end the same way
                 probed.stop(remaining, why)
                 break
@@ -405,27 +405,37 @@ def _why_it_ended(run: SandboxResult) -> str:
     return "it ended the Python process early (os._exit, or a crash)"
 
 
-def _where_it_stopped(progress: list[str], run: SandboxResult) -> str:
+class LastStep(NamedTuple):
+    """Where the probe was when its run ended: the last line it wrote to progress.txt."""
+
+    kind: str  # "cell", "exercise", or "" (no line, or not one the probe writes)
+    cell: int | None  # for "cell": its index among the canonical cells
+    name: str  # the cell's grade_id (or "added", "setup"), or the exercise's function
+
+
+def _last_step(progress: list[str]) -> LastStep:
+    """The probe writes "cell <index> <grade_id or kind>" and "exercise <function>"."""
+    words = progress[-1].split(" ", 2) if progress else []
+    if len(words) == 3 and words[0] == "cell":
+        return LastStep("cell", int(words[1]) if words[1].isdigit() else None, words[2])
+    if len(words) >= 2 and words[0] == "exercise":
+        return LastStep("exercise", None, words[1])
+    return LastStep("", None, "")
+
+
+def _where_it_stopped(step: LastStep, run: SandboxResult, started: bool) -> str:
     """Which cell or exercise the run was in when it ended, and why, in words."""
     why = _why_it_ended(run)
-    last = progress[-1] if progress else ""
-    if not progress:  # the probe itself could not start: say what it printed, for the instructor
+    if not started:  # the probe itself could not start: say what it printed, for the instructor
         errors = run.stderr.decode("utf-8", "replace").strip().splitlines()
         if errors:
             why += f" ({errors[-1][:300]})"
-    words = last.split(" ", 2)
-    if words[0] == "cell" and len(words) == 3:  # "cell <index> <grade_id or kind>"
-        where = "a cell you added" if words[2] == "added" else f"the cell `{words[2]}`"
+    if step.kind == "cell":
+        where = "a cell you added" if step.name == "added" else f"the cell `{step.name}`"
         return f"the run ended while running {where}: {why}"
-    if words[0] == "exercise" and len(words) >= 2:
-        return f"the run ended while checking `{words[1]}`: {why}"
+    if step.kind == "exercise":
+        return f"the run ended while checking `{step.name}`: {why}"
     return f"the run ended before any cell ran: {why}"
-
-
-def _last_step(progress: list[str]) -> tuple[str, str]:
-    """The probe's last step: ("cell", its index), ("exercise", the function) or ("", "")."""
-    words = progress[-1].split(" ") if progress else []
-    return (words[0], words[1]) if len(words) >= 2 else ("", "")
 
 
 def _read_text(path: Path, limit: int = 1024**2) -> str:
