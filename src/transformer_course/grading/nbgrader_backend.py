@@ -14,17 +14,13 @@ from pathlib import Path
 import nbformat
 
 from .. import exercises
-from .canonical import read_notebook
+from .canonical import grade_id_of, read_notebook
 from .course import load_config, nbgrader_api, sqlite_url
 from .results import FAILED, PASSED, ExerciseResult, StudentResult, error_result
 
 
 def grade_ids_in(nb: nbformat.NotebookNode) -> set[str]:
-    return {
-        c.metadata.nbgrader.grade_id
-        for c in nb.cells
-        if "nbgrader" in c.metadata and "grade_id" in c.metadata.nbgrader
-    }
+    return {grade_id_of(c) for c in nb.cells} - {None}
 
 
 def test_cell_message(cell: nbformat.NotebookNode) -> str:
