@@ -121,6 +121,10 @@ def build_module(cls: Callable[..., Any], case: Case) -> torch.nn.Module:
     return module.eval()
 
 
+def _raise_instead(error: type[Exception]) -> str:
+    return f"raise {error.__name__}(\"...\") with a message that says what is wrong."
+
+
 def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case) -> tuple[torch.Tensor, ...]:
     """Call ``fn`` on a copy of the case and return its outputs as a tuple of tensors.
 
@@ -149,16 +153,15 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case) -> tupl
             return ()  # refused, as this case asks
         where = _student_line(error.__traceback__)
         where = f"\n  in your line: {where}" if where else ""
-        wanted = (f"\n  This input is one to refuse: check for it first and raise {case.raises.__name__}"
-                  "(\"...\") with a message that says what is wrong." if case.raises else "")
+        wanted = f"\n  This input is one to refuse: check for it first and {_raise_instead(case.raises)}" \
+            if case.raises else ""
         raise ExerciseFailure(
             f"`{name}` raised {type(error).__name__}: {error}\n  on {case.label}{where}{wanted}"
         ) from None
     if case.raises is not None:
         raise ExerciseFailure(
             f"`{name}` should raise {case.raises.__name__} on {case.label}, but it returned a result. "
-            f"Check for this input first and raise {case.raises.__name__}(\"...\") with a message that "
-            "says what is wrong."
+            f"Check for this input first and {_raise_instead(case.raises)}"
         )
 
     for before, after in zip((*case.args, *case.kwargs.values()), (*inputs.args, *inputs.kwargs.values())):

@@ -37,8 +37,8 @@ def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> ReadNotebo
 
     A notebook that is JSON with a list of cells but breaks the notebook schema somewhere (an
     edited cell, a hand-made output) is not rejected whole: its well-formed cells are kept, the
-    damaged ones left out, with a note. An answer in a damaged cell then counts as missing, so
-    the damage costs only that exercise.
+    damaged ones left out, with a note. An answer in a damaged cell is kept as a placeholder that
+    says so, so the damage costs only that exercise.
     """
     size = path.stat().st_size
     if size > max_bytes:
