@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from course_helpers import ROOT, release_path, solution_path, write_submission  # noqa: E402
+from course_helpers import ROOT, nbgrader_grade_class, release_path, solution_path, write_submission  # noqa: E402
 from transformer_course.grading.batch import grade_folder  # noqa: E402
 from transformer_course.grading.sandbox import sandbox_problem  # noqa: E402
 from wrong_answers import by_assignment  # noqa: E402
@@ -71,39 +70,10 @@ def execute_alone(notebook: Path) -> None:
 
 def nbgrader_class(work: Path, chapters: dict) -> tuple[float, float, dict[tuple[str, str], float]]:
     """(set-up seconds, autograde seconds, {(assignment, student): total}) for plain nbgrader."""
-    course = work / "course"
-    for name in ("solutions", "autograder"):
-        shutil.copytree(ROOT / name, course / name)
-    for assignment, students in chapters.items():
-        for student, path in students:
-            target = course / "submitted" / student / assignment / path.name
-            target.parent.mkdir(parents=True)
-            shutil.copy(path, target)
-    nbgrader = [sys.executable, "-m", "nbgrader"]
-    config = "--NbGrader.config_file=autograder/nbgrader_config.py"
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
-
-    def run(*step: str) -> None:
-        done = subprocess.run([*nbgrader, *step, config], cwd=course, capture_output=True, text=True, env=env)
-        assert done.returncode == 0, done.stderr[-2000:]
-
-    start = time.perf_counter()
-    for assignment in chapters:
-        run("generate_assignment", assignment, "--force")
-    setup = time.perf_counter() - start
-    start = time.perf_counter()
-    for assignment in chapters:
-        run("autograde", assignment)
-    seconds = time.perf_counter() - start
-    from nbgrader.api import Gradebook
-
-    totals = {}
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        for assignment, students in chapters.items():
-            for student, path in students:
-                nb = gradebook.find_submission_notebook(path.stem, assignment, student)
-                totals[assignment, student] = sum(g.score for g in nb.grades)
-    return setup, seconds, totals
+    notebooks = {assignment: dict(students) for assignment, students in chapters.items()}
+    scores, seconds = nbgrader_grade_class(work, notebooks)
+    totals = {key: sum(points.values()) for key, points in scores.items()}
+    return seconds["generate_assignment"], seconds["autograde"], totals
 
 
 def hardened_class(work: Path, chapters: dict, jobs: int) -> tuple[float, dict[tuple[str, str], float]]:

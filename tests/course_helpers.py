@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -77,28 +78,48 @@ def write_submission(path: Path, assignment: str, **replace: str) -> Path:
 
 
 def nbgrader_autograde(workdir: Path, assignment: str, notebooks: dict[str, Path]) -> dict[str, dict[str, float]]:
-    """Plain nbgrader, as the README's commands run it (generate_assignment, then autograde), on
-    copies of ``notebooks`` (student -> notebook) in a fresh copy of the course under ``workdir``.
-    Returns each student's score per grade_id, read from nbgrader's own gradebook."""
+    """Plain nbgrader on one assignment's ``notebooks`` (student -> notebook): each student's
+    score per grade_id (see :func:`nbgrader_grade_class`)."""
+    scores, _ = nbgrader_grade_class(workdir, {assignment: notebooks})
+    return {student: points for (_, student), points in scores.items()}
+
+
+def nbgrader_grade_class(
+    workdir: Path, notebooks: dict[str, dict[str, Path]]
+) -> tuple[dict[tuple[str, str], dict[str, float]], dict[str, float]]:
+    """Plain nbgrader, as the README's commands run it (generate_assignment, then autograde, per
+    assignment), on copies of ``notebooks`` ({assignment: {student: notebook}}) in a fresh copy
+    of the course under ``workdir``. Returns each (assignment, student)'s score per grade_id,
+    read from nbgrader's own gradebook, and the seconds each of the two steps took in all."""
     course = workdir / "course"
     for name in ("solutions", "autograder"):
         shutil.copytree(ROOT / name, course / name)
-    name = solution_path(assignment).name
-    for student, notebook in notebooks.items():
-        target = course / "submitted" / student / assignment / name
-        target.parent.mkdir(parents=True)
-        shutil.copy(notebook, target)
+    for assignment, students in notebooks.items():
+        for student, notebook in students.items():
+            target = course / "submitted" / student / assignment / solution_path(assignment).name
+            target.parent.mkdir(parents=True)
+            shutil.copy(notebook, target)
     nbgrader = [sys.executable, "-m", "nbgrader"]
     config = "--NbGrader.config_file=autograder/nbgrader_config.py"
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
-    for step in (["generate_assignment", assignment, "--force", config], ["autograde", assignment, config]):
-        run = subprocess.run(nbgrader + step, cwd=course, capture_output=True, text=True, env=env, timeout=900)
-        assert run.returncode == 0, run.stderr[-2000:]
+    seconds = {}
+    for step in ("generate_assignment", "autograde"):
+        start = time.perf_counter()
+        for assignment in notebooks:
+            options = ["--force"] if step == "generate_assignment" else []
+            run = subprocess.run(nbgrader + [step, assignment, *options, config], cwd=course, capture_output=True,
+                                 text=True, env=env, timeout=900)
+            assert run.returncode == 0, run.stderr[-2000:]
+        seconds[step] = time.perf_counter() - start
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        return {
-            student: {g.name: g.score
-                      for g in gradebook.find_submission_notebook(Path(name).stem, assignment, student).grades}
-            for student in notebooks
+        scores = {
+            (assignment, student): {
+                g.name: g.score
+                for g in gradebook.find_submission_notebook(solution_path(assignment).stem, assignment, student).grades
+            }
+            for assignment, students in notebooks.items()
+            for student in students
         }
+    return scores, seconds
