@@ -12,8 +12,10 @@ import torch
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
+from transformer_course.grading import hidden_tests
+from transformer_course.grading.hidden_spec import HiddenTests, Mistake
 from transformer_course.embeddings import TokenEmbedding, embed_tokens, one_hot_embed_tokens
-from transformer_course.exercises import Case, Exercise, ExerciseFailure, Mistake
+from transformer_course.exercises import Case, Exercise, ExerciseFailure
 from transformer_course.exercises.compare import call_student, plain_mismatch
 from transformer_course.grading.hidden import grade
 from transformer_course.similarity import analogy, cosine_similarity_matrix, nearest_neighbours
@@ -348,21 +350,27 @@ def _toy_plain_exercise(**changes) -> Exercise:
         function="toy_ids",
         assignment="toy",
         points=1,
-        reference="transformer_course.tokenizer:merge_pair",
-        make_cases=lambda gen: [Case("ids [1, 2, 1, 2]", ([1, 2, 1, 2], (1, 2), 5))],
         visible_checks=lambda call: 0,
         output_names=("ids",),
         plain_values=True,
-        mistakes=(Mistake(lambda ids, pair, new_id: ids, "you merged nothing."),),
     )
     settings.update(changes)
     return Exercise(**settings)
+
+
+TOY_PLAIN_HIDDEN = HiddenTests(
+    function="toy_ids",
+    reference="transformer_course.tokenizer:merge_pair",
+    make_cases=lambda gen: [Case("ids [1, 2, 1, 2]", ([1, 2, 1, 2], (1, 2), 5))],
+    mistakes=(Mistake(lambda ids, pair, new_id: ids, "you merged nothing."),),
+)
 
 
 @pytest.fixture
 def toy_plain(monkeypatch):
     exercise = _toy_plain_exercise()
     monkeypatch.setitem(exercises._BY_NAME, exercise.function, exercise)
+    monkeypatch.setitem(hidden_tests._BY_NAME, exercise.function, TOY_PLAIN_HIDDEN)
     return exercise
 
 

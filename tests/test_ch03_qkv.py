@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
+from transformer_course.grading import hidden_tests
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.grading.hidden import grade
 from transformer_course.projections import QKVProjection, hard_lookup, score_matrix, soft_lookup
@@ -181,8 +182,8 @@ def test_hidden_cases_are_seeded_and_leave_the_global_generator_alone():
     """The student's notebook keeps its random state while being graded."""
     for exercise in exercises.for_assignment(CH03):
         state = torch.get_rng_state()
-        first = exercise.make_cases(torch.Generator().manual_seed(7))
-        again = exercise.make_cases(torch.Generator().manual_seed(7))
+        first = hidden_tests.get(exercise.function).make_cases(torch.Generator().manual_seed(7))
+        again = hidden_tests.get(exercise.function).make_cases(torch.Generator().manual_seed(7))
         assert torch.equal(state, torch.get_rng_state()), exercise.function
         for a, b in zip(first, again):
             assert a.label == b.label and all(torch.equal(x, y) for x, y in zip(a.args, b.args))

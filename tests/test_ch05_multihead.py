@@ -13,6 +13,7 @@ from torch import nn
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
+from transformer_course.grading import hidden_tests
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.exercises.ch05_multihead import worked_example
 from transformer_course.exercises.compare import mismatch, normalise_outputs, run_case
@@ -76,8 +77,8 @@ def test_the_no_transpose_split_is_caught_on_random_inputs_too():
     """The hidden cases tell the classic bug by its values alone, on every case but the
     degenerate ones (one position, or one head, where it happens to be right)."""
     exercise = exercises.get("split_heads")
-    (mistake, *_) = exercise.mistakes
-    cases = exercise.make_cases(torch.Generator().manual_seed(1))
+    (mistake, *_) = hidden_tests.get(exercise.function).mistakes
+    cases = hidden_tests.get(exercise.function).make_cases(torch.Generator().manual_seed(1))
     wrong = [c.label for c in cases if not torch.equal(mistake.fn(*c.args), c.args[0].view(
         c.args[0].shape[0], c.args[0].shape[1], c.args[1], -1).transpose(1, 2))]
     degenerate = [c.label for c in cases if c.args[0].shape[1] == 1 or c.args[1] == 1]
@@ -164,9 +165,9 @@ def test_each_mistake_is_recognised_by_its_own_hint_on_some_hidden_case(name):
     """No typical mistake hides behind another: on a hidden case where a mistake's outputs differ
     from the reference's, those outputs are named with that mistake's own hint."""
     exercise = exercises.get(name)
-    reference = exercise.load_reference()
-    cases = exercise.make_cases(torch.Generator().manual_seed(0))
-    for mistake in exercise.mistakes:
+    reference = hidden_tests.get(exercise.function).load_reference()
+    cases = hidden_tests.get(exercise.function).make_cases(torch.Generator().manual_seed(0))
+    for mistake in hidden_tests.get(exercise.function).mistakes:
         named = False
         for case in cases:
             with torch.no_grad():
@@ -316,7 +317,7 @@ def test_hidden_cases_carry_torch_weights_and_the_reference_agrees_with_torch_on
     case the reference equals torch, except that a query with nothing to attend to gets weights
     0 where torch gives NaN."""
     exercise = exercises.get("MultiHeadAttention")
-    cases = exercise.make_cases(torch.Generator().manual_seed(3))
+    cases = hidden_tests.get(exercise.function).make_cases(torch.Generator().manual_seed(3))
     for case in cases:
         exact = case.to(torch.float64)
         d_model, n_heads = exact.init
@@ -342,9 +343,9 @@ def test_hidden_cases_carry_torch_weights_and_the_reference_agrees_with_torch_on
 def test_making_the_cases_is_seeded_and_leaves_the_global_generator_alone():
     exercise = exercises.get("MultiHeadAttention")
     before = torch.get_rng_state()
-    first = exercise.make_cases(torch.Generator().manual_seed(7))
+    first = hidden_tests.get(exercise.function).make_cases(torch.Generator().manual_seed(7))
     assert torch.equal(torch.get_rng_state(), before)  # the student's notebook shares it
-    second = exercise.make_cases(torch.Generator().manual_seed(7))
+    second = hidden_tests.get(exercise.function).make_cases(torch.Generator().manual_seed(7))
     for a, b in zip(first, second, strict=True):
         assert a.label == b.label
         assert all(torch.equal(a.state[k], b.state[k]) for k in a.state)
@@ -448,7 +449,7 @@ def test_split_heads_figure_shows_the_reference_and_the_bug():
 
 def test_shapes_used_by_the_checks_are_consistent_with_math():
     """d_head = d_model / n_heads in every hidden case, so the reference can build each module."""
-    for case in exercises.get("MultiHeadAttention").make_cases(torch.Generator().manual_seed(0)):
+    for case in hidden_tests.get("MultiHeadAttention").make_cases(torch.Generator().manual_seed(0)):
         d_model, n_heads = case.init
         assert d_model % n_heads == 0
         assert case.args[0].shape[-1] == d_model

@@ -13,6 +13,7 @@ from torch import nn
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
+from transformer_course.grading import hidden_tests
 from transformer_course.attention import softmax
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.grading.hidden import grade
@@ -188,14 +189,14 @@ def test_plot_helpers_draw_and_refuse_non_bool_masks():
 MISTAKES = [
     pytest.param(e.function, i, id=f"{e.function}-{i}")
     for e in exercises.for_assignment(CH06)
-    for i in range(len(e.mistakes))
+    for i in range(len(hidden_tests.get(e.function).mistakes))
 ]
 
 
 @pytest.mark.parametrize("name, index", MISTAKES)
 def test_each_typical_mistake_gets_its_own_hint(tmp_path, name, index):
     exercise = exercises.get(name)
-    mistake = exercise.mistakes[index]
+    mistake = hidden_tests.get(exercise.function).mistakes[index]
     module = solution_module(tmp_path, CH06)
     setattr(module, name, mistake.fn)
     assert mistake.hint in failure(name, module)

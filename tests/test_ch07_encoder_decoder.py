@@ -12,6 +12,7 @@ from torch import nn
 
 from course_helpers import answer_sources, solution_module, student_module
 from transformer_course import exercises
+from transformer_course.grading import hidden_tests
 from transformer_course.decoding import beam_search, greedy_decode, length_penalty
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.exercises.ch07_encoder_decoder import (
@@ -229,11 +230,11 @@ def test_the_mixing_model_depends_on_prefix_source_and_masks():
 
 
 def _decode_cases(name: str):
-    return exercises.get(name).make_cases(torch.Generator().manual_seed(hidden_seed()))
+    return hidden_tests.get(name).make_cases(torch.Generator().manual_seed(hidden_seed()))
 
 
 def test_greedy_cases_cover_ending_early_and_running_to_max_len():
-    reference = exercises.get("greedy_decode").load_reference()
+    reference = hidden_tests.get("greedy_decode").load_reference()
     cases = _decode_cases("greedy_decode")
     assert all(isinstance(c, ModelCase) for c in cases)
     ended_early = cut_at_max_len = shorter_than_max_len = 0
@@ -251,7 +252,7 @@ def test_greedy_cases_cover_ending_early_and_running_to_max_len():
 
 
 def test_beam_cases_cover_finished_and_cut_hypotheses_and_differ_from_greedy():
-    reference = exercises.get("beam_search").load_reference()
+    reference = hidden_tests.get("beam_search").load_reference()
     cases = _decode_cases("beam_search")
     ended = cut = differs = 0
     for case in cases:

@@ -12,11 +12,13 @@ import torch
 from course_helpers import student_module
 from transformer_course import exercises
 from transformer_course.checks import check
-from transformer_course.exercises import Case, Exercise, ExerciseFailure, Mistake
+from transformer_course.exercises import Case, Exercise, ExerciseFailure
 from transformer_course.exercises.compare import expect_close
 from transformer_course.exercises.inputs import randn, with_float32
 from transformer_course.exercises.library_calls import TRANSFORMER_CALLS
+from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import grade, with_globals
+from transformer_course.grading.hidden_spec import HiddenTests, Mistake
 
 
 def _cases(gen: torch.Generator) -> list[Case]:
@@ -41,11 +43,14 @@ TOY = Exercise(
     function="ToyFeedForward",
     assignment="toy",
     points=1,
-    reference="transformer_course.feedforward:FeedForward",
-    make_cases=_cases,
     visible_checks=_visible,
     is_module=True,
     forbidden=(TRANSFORMER_CALLS,),
+)
+TOY_HIDDEN = HiddenTests(
+    function="ToyFeedForward",
+    reference="transformer_course.feedforward:FeedForward",
+    make_cases=_cases,
     mistakes=(Mistake(lambda d_model, d_ff: _LinearFeedForward(d_model, d_ff),
                       "you left out the activation between the two layers."),),
 )
@@ -77,6 +82,7 @@ class ToyFeedForward(nn.Module):
 @pytest.fixture(autouse=True)
 def registered(monkeypatch):
     monkeypatch.setitem(exercises._BY_NAME, TOY.function, TOY)
+    monkeypatch.setitem(hidden_tests._BY_NAME, TOY.function, TOY_HIDDEN)
 
 
 @pytest.fixture

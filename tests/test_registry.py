@@ -11,6 +11,7 @@ import pytest
 
 from course_helpers import ROOT, solution_code, solution_module
 from transformer_course import exercises
+from transformer_course.grading import hidden_tests
 from transformer_course.checks import check
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.grading.course import assignments
@@ -47,8 +48,8 @@ def test_the_solution_passes_visible_and_hidden_checks(tmp_path, exercise, capsy
 @pytest.mark.parametrize("exercise", ALL)
 def test_each_typical_mistake_fails_its_exercise_for_the_right_reason(tmp_path, exercise):
     name = exercise.function
-    assert exercise.mistakes, f"{name} lists no typical mistakes"
-    for mistake in exercise.mistakes:
+    assert hidden_tests.get(exercise.function).mistakes, f"{name} lists no typical mistakes"
+    for mistake in hidden_tests.get(exercise.function).mistakes:
         if exercise.is_module:
             assert isinstance(mistake.fn, type), f"{name}: a module exercise's mistakes are classes"
         module = solution_module(tmp_path, exercise.assignment)

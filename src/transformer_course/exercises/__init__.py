@@ -1,8 +1,10 @@
-"""The exercise registry: every graded exercise, described once.
+"""The exercise registry, student side: every graded exercise, described once.
 
 Visible tests (``transformer_course.checks.check``), hidden tests
 (``transformer_course.grading.hidden.grade``) and the batch grader all look exercises up here,
-by the student's function name or by the nbgrader grade_id (``test_<function>``).
+by the student's function name or by the nbgrader grade_id (``test_<function>``). What grading
+needs beyond this (references, hidden inputs, typical mistakes) is the grader's side,
+:mod:`transformer_course.grading.hidden_tests`, looked up by the same function name.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import Case, Exercise, ExerciseFailure, Forbidden, Mistake
+from .base import Case, Exercise, ExerciseFailure, Forbidden
 
-__all__ = ["Case", "Exercise", "ExerciseFailure", "Forbidden", "Mistake", "get", "by_grade_id",
+__all__ = ["Case", "Exercise", "ExerciseFailure", "Forbidden", "get", "by_grade_id",
            "for_assignment", "ALL"]
 
 

@@ -1,19 +1,19 @@
 """What an exercise *is*: the one description that visible tests, hidden tests and the grader read.
 
 An :class:`Exercise` names the student's function (the same name and signature as the reference
-function it mirrors), its points, how to make seeded inputs, the reference to compare with, the
-tolerance, the library calls it may not use, and the mistakes students typically make (each one
-written as code, so a check can recognise it and say so).
+function it mirrors), its points, its outputs, the tolerance, the library calls it may not use and
+its visible checks.
 
-This module imports nothing of the reference implementation: references are named by strings
-("transformer_course.attention:softmax") and loaded only when grading, so the visible checks
-work from the student bundle alone.
+This is the **student side** of the registry: it imports nothing of the reference implementation
+and holds no code that computes an exercise's answer, so the visible checks work from the student
+bundle alone and may be imported anywhere, the grading sandbox included. What grading needs beyond
+it (the reference, hidden inputs, typical mistakes as code) is the grader's side,
+:mod:`transformer_course.grading.hidden_tests`.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -113,14 +113,6 @@ def _copy_container(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Mistake:
-    """A typical wrong answer, as code: if the student's output equals ``fn``'s, say ``hint``."""
-
-    fn: Callable[..., Any]
-    hint: str
-
-
-@dataclass(frozen=True)
 class Forbidden:
     """A library call that does the exercise for the student.
 
@@ -149,8 +141,6 @@ class Exercise:
     function: str  # the student's function name == the reference function's name
     assignment: str  # the nbgrader assignment (chapter folder) it belongs to
     points: int
-    reference: str  # "module:function", loaded only when grading
-    make_cases: Callable[[torch.Generator], list[Case]]  # seeded inputs, edge cases included
     visible_checks: Callable[[Callable[..., tuple]], int]  # worked examples; returns checks run
     is_module: bool = False  # the answer is an nn.Module class, built per Case (see Case)
     output_names: tuple[str, ...] = ("output",)  # names of the returned tensors, for messages
@@ -162,9 +152,8 @@ class Exercise:
     plain_values: bool = False
     uses: tuple[str, ...] = ()  # earlier exercises it may call: graded with the reference instead
     forbidden: tuple[Forbidden, ...] = ()
-    mistakes: tuple[Mistake, ...] = ()
+    # A message for an output of the wrong shape (e.g. "did you compute K Qᵀ?"), from the shapes.
     shape_hint: Callable[[tuple, tuple, Case], str | None] | None = None
-    diagnose: Callable[[tuple, Case], str | None] | None = None  # property messages on a mismatch
     rtol: dict[torch.dtype, float] = field(
         default_factory=lambda: {torch.float64: 1e-7, torch.float32: 1e-4}
     )
@@ -176,8 +165,3 @@ class Exercise:
     def grade_id(self) -> str:
         """The nbgrader grade_id of the exercise's test cell."""
         return f"test_{self.function}"
-
-    def load_reference(self) -> Callable[..., Any]:
-        """Import the reference function (grading only)."""
-        module, name = self.reference.split(":")
-        return getattr(importlib.import_module(module), name)

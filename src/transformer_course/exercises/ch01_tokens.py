@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import torch
 
-from .base import Case, Exercise, ExerciseFailure, Forbidden, Mistake
+from ..grading.hidden_spec import HiddenTests, Mistake
+from .base import Case, Exercise, ExerciseFailure, Forbidden
 from .compare import fmt_index, fmt_number, mismatch, plain_mismatch
 from .inputs import randn, with_float32
 
@@ -132,7 +133,7 @@ _ANIMALS = ["the", "cat", "dog", "sat", "on", "mat", "a", "ran", "to", "big", "r
 def vocab_visible(call: Callable[..., tuple]) -> int:
     __tracebackhide__ = True
     tokens = "the cat sat on the mat".split()
-    mistakes = BUILD_VOCAB.mistakes
+    mistakes = BUILD_VOCAB_HIDDEN.mistakes
     (vocab,) = call("the cat sat on the mat", tokens)
     if isinstance(vocab, dict) and UNK not in vocab:
         raise ExerciseFailure(
@@ -187,11 +188,14 @@ BUILD_VOCAB = Exercise(
     function="build_vocab",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.tokenizer:build_vocab",
-    make_cases=vocab_cases,
     visible_checks=vocab_visible,
     output_names=("vocab",),
     plain_values=True,
+)
+BUILD_VOCAB_HIDDEN = HiddenTests(
+    function="build_vocab",
+    reference="transformer_course.tokenizer:build_vocab",
+    make_cases=vocab_cases,
     mistakes=(
         Mistake(lambda tokens, min_count=1: _vocab_from(
                     _by_count_then(tokens, min_count, lambda t, _: t), unk_first=False),
@@ -225,7 +229,7 @@ def ids_visible(call: Callable[..., tuple]) -> int:
     __tracebackhide__ = True
     vocab = {UNK: 0, "the": 1, "cat": 2, "mat": 3, "on": 4, "sat": 5}
     tokens = "the dog sat on the mat".split()
-    mistakes = TOKENS_TO_IDS.mistakes
+    mistakes = TOKENS_TO_IDS_HIDDEN.mistakes
     (ids,) = call("the dog sat on the mat", tokens, vocab)
     _expect_equal(ids, [1, 0, 5, 4, 1, 3], name="ids",
                   what='tokens_to_ids("the dog sat on the mat".split(), vocab) with the vocabulary '
@@ -260,11 +264,14 @@ TOKENS_TO_IDS = Exercise(
     function="tokens_to_ids",
     assignment=ASSIGNMENT,
     points=1,
-    reference="transformer_course.tokenizer:tokens_to_ids",
-    make_cases=ids_cases,
     visible_checks=ids_visible,
     output_names=("ids",),
     plain_values=True,
+)
+TOKENS_TO_IDS_HIDDEN = HiddenTests(
+    function="tokens_to_ids",
+    reference="transformer_course.tokenizer:tokens_to_ids",
+    make_cases=ids_cases,
     mistakes=(
         Mistake(lambda tokens, vocab: [vocab[t] for t in tokens if t in vocab],
                 "unknown tokens are left out: each token, known or not, gives one id; an "
@@ -320,7 +327,7 @@ def merge_visible(call: Callable[..., tuple]) -> int:
         label = f"merge_pair({ids}, {pair}, {new_id})"
         (merged,) = call(label, list(ids), pair, new_id)
         _expect_equal(merged, expected, name="ids", what=label, hint=hint,
-                      mistakes=MERGE_PAIR.mistakes, args=(ids, pair, new_id))
+                      mistakes=MERGE_PAIR_HIDDEN.mistakes, args=(ids, pair, new_id))
     return len(examples)
 
 
@@ -345,11 +352,14 @@ MERGE_PAIR = Exercise(
     function="merge_pair",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.tokenizer:merge_pair",
-    make_cases=merge_cases,
     visible_checks=merge_visible,
     output_names=("ids",),
     plain_values=True,
+)
+MERGE_PAIR_HIDDEN = HiddenTests(
+    function="merge_pair",
+    reference="transformer_course.tokenizer:merge_pair",
+    make_cases=merge_cases,
     mistakes=(
         Mistake(lambda ids, pair, new_id: _merge(ids, pair, new_id, skip_both=False),
                 "after a merge, skip both ids of the pair (i += 2): you went on with the "
@@ -413,7 +423,7 @@ def learn_visible(call: Callable[..., tuple]) -> int:
     for words, num_merges, what, expected, hint in examples:
         (merges,) = call(what, list(words), num_merges)
         _expect_equal(merges, expected, name="merges", what=what, hint=hint,
-                      mistakes=LEARN_BPE.mistakes, args=(words, num_merges))
+                      mistakes=LEARN_BPE_HIDDEN.mistakes, args=(words, num_merges))
     return len(examples)
 
 
@@ -443,12 +453,15 @@ LEARN_BPE = Exercise(
     function="learn_bpe",
     assignment=ASSIGNMENT,
     points=3,
-    reference="transformer_course.tokenizer:learn_bpe",
-    make_cases=learn_cases,
     visible_checks=learn_visible,
     output_names=("merges",),
     plain_values=True,
     uses=("merge_pair",),
+)
+LEARN_BPE_HIDDEN = HiddenTests(
+    function="learn_bpe",
+    reference="transformer_course.tokenizer:learn_bpe",
+    make_cases=learn_cases,
     mistakes=(
         Mistake(lambda words, num_merges: _learn(words, num_merges, across_words=True),
                 "you counted pairs across word boundaries (the last byte of one word with the "
@@ -513,7 +526,7 @@ def embed_visible(call: Callable[..., tuple]) -> int:
         )
     _expect_close(x, rows * 2, what='the vectors of "How are you" (ids [1234, 456, 23])',
                   hint="row i of the result is table[token_ids[i]] * sqrt(d_model), here * 2.",
-                  mistakes=EMBED_TOKENS.mistakes, args=(ids, table))
+                  mistakes=EMBED_TOKENS_HIDDEN.mistakes, args=(ids, table))
     batch = torch.tensor([[1234, 456, 23], [23, 23, 1234]])
     (x,) = call("a batch of ids (2, 3)", batch, table)
     if tuple(x.shape) != (2, 3, 4):
@@ -551,10 +564,14 @@ EMBED_TOKENS = Exercise(
     function="embed_tokens",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.embeddings:embed_tokens",
-    make_cases=embed_cases,
     visible_checks=embed_visible,
     forbidden=(EMBEDDING_CALLS,),
+    shape_hint=_embed_shape_hint,
+)
+EMBED_TOKENS_HIDDEN = HiddenTests(
+    function="embed_tokens",
+    reference="transformer_course.embeddings:embed_tokens",
+    make_cases=embed_cases,
     mistakes=(
         Mistake(_lookup, "you forgot the scaling: multiply the rows by sqrt(d_model)."),
         Mistake(lambda ids, table: _lookup(ids, table) / math.sqrt(table.shape[-1]),
@@ -565,7 +582,6 @@ EMBED_TOKENS = Exercise(
                 "you multiplied by sqrt of the vocabulary size, table.shape[0]; d_model is "
                 "table.shape[-1]."),
     ),
-    shape_hint=_embed_shape_hint,
 )
 
 
@@ -620,7 +636,7 @@ def cosine_visible(call: Callable[..., tuple]) -> int:
                   hint="[1, 0] and [2, 0] point the same way (1), [1, 0] and [0, 3] are "
                        "orthogonal (0), [1, 0] and [-1, 0] are opposite (-1), whatever their "
                        "lengths; [1, 1] is at 45 degrees to all three (±1/sqrt(2)).",
-                  mistakes=COSINE_SIMILARITY_MATRIX.mistakes, args=(a, b))
+                  mistakes=COSINE_SIMILARITY_MATRIX_HIDDEN.mistakes, args=(a, b))
     zero = torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64)
     (s,) = call("a zero vector", zero, b[:1])
     if torch.isnan(s).any():
@@ -630,7 +646,7 @@ def cosine_visible(call: Callable[..., tuple]) -> int:
         )
     _expect_close(s, [[0.0], [0.6]], what="similarities of [0, 0] and [3, 4] with [2, 0]",
                   hint="a zero vector has similarity 0; [3, 4] has length 5, so cos = 6 / (5 * 2).",
-                  mistakes=COSINE_SIMILARITY_MATRIX.mistakes, args=(zero, b[:1]))
+                  mistakes=COSINE_SIMILARITY_MATRIX_HIDDEN.mistakes, args=(zero, b[:1]))
     gen = torch.Generator().manual_seed(1)
     x, y = randn(gen, 2, 3, 4), randn(gen, 2, 5, 4)
     (s,) = call("a (2, 3, 4) and b (2, 5, 4)", x, y)
@@ -667,11 +683,15 @@ COSINE_SIMILARITY_MATRIX = Exercise(
     function="cosine_similarity_matrix",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.similarity:cosine_similarity_matrix",
-    make_cases=cosine_cases,
     visible_checks=cosine_visible,
     output_names=("similarity",),
     forbidden=(COSINE_CALLS,),
+    shape_hint=_cosine_shape_hint,
+)
+COSINE_SIMILARITY_MATRIX_HIDDEN = HiddenTests(
+    function="cosine_similarity_matrix",
+    reference="transformer_course.similarity:cosine_similarity_matrix",
+    make_cases=cosine_cases,
     mistakes=(
         Mistake(lambda a, b: a @ b.transpose(-2, -1),
                 "these are the plain dot products a · b: divide by the lengths |a| |b|."),
@@ -691,7 +711,6 @@ COSINE_SIMILARITY_MATRIX = Exercise(
                 "you divided by the squared lengths: the length is the square root of the sum "
                 "of squares."),
     ),
-    shape_hint=_cosine_shape_hint,
     diagnose=_cosine_range_hint,
 )
 
@@ -730,7 +749,7 @@ def neighbours_visible(call: Callable[..., tuple]) -> int:
             "for the query [1, 0] you return rows [3, 1], the least similar: the nearest "
             "neighbours have the largest similarities (sort in descending order)."
         )
-    mistakes = NEAREST_NEIGHBOURS.mistakes
+    mistakes = NEAREST_NEIGHBOURS_HIDDEN.mistakes
     _expect_close(indices, [0, 4], what="indices of the 2 nearest rows to [1, 0]",
                   hint="row 0 = [1, 0] has similarity 1, row 4 = [10, 1] has 10/sqrt(101) ≈ 0.995.",
                   mistakes=mistakes, args=(query, table, 2), output=0)
@@ -775,13 +794,16 @@ NEAREST_NEIGHBOURS = Exercise(
     function="nearest_neighbours",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.similarity:nearest_neighbours",
-    make_cases=neighbours_cases,
     visible_checks=neighbours_visible,
     output_names=("indices", "similarities"),
     index_outputs=("indices",),
     uses=("cosine_similarity_matrix",),
     forbidden=(COSINE_CALLS,),
+)
+NEAREST_NEIGHBOURS_HIDDEN = HiddenTests(
+    function="nearest_neighbours",
+    reference="transformer_course.similarity:nearest_neighbours",
+    make_cases=neighbours_cases,
     mistakes=(
         Mistake(lambda q, t, k: _neighbours(q, t, k, score=lambda a, b: a @ b.T),
                 "you ranked by the plain dot product, which favours long rows: rank by cosine "
@@ -805,3 +827,5 @@ EXERCISES = (
     COSINE_SIMILARITY_MATRIX,
     NEAREST_NEIGHBOURS,
 )
+
+HIDDEN_TESTS = (BUILD_VOCAB_HIDDEN, TOKENS_TO_IDS_HIDDEN, MERGE_PAIR_HIDDEN, LEARN_BPE_HIDDEN, EMBED_TOKENS_HIDDEN, COSINE_SIMILARITY_MATRIX_HIDDEN, NEAREST_NEIGHBOURS_HIDDEN)

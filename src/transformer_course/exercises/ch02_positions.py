@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from ..device import available_devices
-from .base import Case, Exercise, ExerciseFailure, Mistake
+from ..grading.hidden_spec import HiddenTests, Mistake
+from .base import Case, Exercise, ExerciseFailure
 from .compare import build_module, expect_close, fmt_number
 from .inputs import randn, with_float32
 
@@ -302,15 +303,18 @@ SINUSOIDAL = Exercise(
     function="sinusoidal_encoding",
     assignment=ASSIGNMENT,
     points=3,
-    reference="transformer_course.positional:sinusoidal_encoding",
-    make_cases=sinusoidal_cases,
     visible_checks=sinusoidal_visible,
     output_names=("table",),
-    mistakes=SINUSOIDAL_MISTAKES,
     shape_hint=_sinusoidal_shape_hint,
-    diagnose=_sinusoidal_diagnose,
     # float32: a table computed in float32 has angles up to ~60 rad, rounded to ~4e-6.
     atol={torch.float64: 1e-9, torch.float32: 2e-5},
+)
+SINUSOIDAL_HIDDEN = HiddenTests(
+    function="sinusoidal_encoding",
+    reference="transformer_course.positional:sinusoidal_encoding",
+    make_cases=sinusoidal_cases,
+    mistakes=SINUSOIDAL_MISTAKES,
+    diagnose=_sinusoidal_diagnose,
 )
 
 
@@ -381,11 +385,14 @@ ADD_POSITIONS = Exercise(
     function="add_positions",
     assignment=ASSIGNMENT,
     points=2,
+    visible_checks=add_positions_visible,
+    shape_hint=_add_shape_hint,
+)
+ADD_POSITIONS_HIDDEN = HiddenTests(
+    function="add_positions",
     reference="transformer_course.positional:add_positions",
     make_cases=add_positions_cases,
-    visible_checks=add_positions_visible,
     mistakes=ADD_MISTAKES,
-    shape_hint=_add_shape_hint,
 )
 
 
@@ -507,11 +514,14 @@ PERMUTATION = Exercise(
     function="permutation_experiment",
     assignment=ASSIGNMENT,
     points=3,
-    reference="transformer_course.positional:permutation_experiment",
-    make_cases=permutation_cases,
     visible_checks=permutation_visible,
     output_names=("attend_then_shuffle", "shuffle_then_attend"),
     uses=("add_positions", "scaled_dot_product_attention"),
+)
+PERMUTATION_HIDDEN = HiddenTests(
+    function="permutation_experiment",
+    reference="transformer_course.positional:permutation_experiment",
+    make_cases=permutation_cases,
     mistakes=PERMUTATION_MISTAKES,
 )
 
@@ -598,12 +608,15 @@ SIMILARITY = Exercise(
     function="position_similarity",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.positional:position_similarity",
-    make_cases=similarity_cases,
     visible_checks=similarity_visible,
     output_names=("similarity",),
-    mistakes=SIMILARITY_MISTAKES,
     shape_hint=_similarity_shape_hint,
+)
+SIMILARITY_HIDDEN = HiddenTests(
+    function="position_similarity",
+    reference="transformer_course.positional:position_similarity",
+    make_cases=similarity_cases,
+    mistakes=SIMILARITY_MISTAKES,
 )
 
 
@@ -719,12 +732,17 @@ LEARNED = Exercise(
     function="LearnedPositionalEmbedding",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.positional:LearnedPositionalEmbedding",
-    make_cases=learned_cases,
     visible_checks=learned_visible,
     is_module=True,
     uses=("add_positions",),
+)
+LEARNED_HIDDEN = HiddenTests(
+    function="LearnedPositionalEmbedding",
+    reference="transformer_course.positional:LearnedPositionalEmbedding",
+    make_cases=learned_cases,
     mistakes=LEARNED_MISTAKES,
 )
 
 EXERCISES = (SINUSOIDAL, ADD_POSITIONS, PERMUTATION, SIMILARITY, LEARNED)
+
+HIDDEN_TESTS = (SINUSOIDAL_HIDDEN, ADD_POSITIONS_HIDDEN, PERMUTATION_HIDDEN, SIMILARITY_HIDDEN, LEARNED_HIDDEN)

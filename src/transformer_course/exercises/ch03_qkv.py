@@ -17,7 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .base import Case, Exercise, ExerciseFailure, Forbidden, Mistake
+from ..grading.hidden_spec import HiddenTests, Mistake
+from .base import Case, Exercise, ExerciseFailure, Forbidden
 from .compare import expect_close, expect_sums_to_one, fmt_index
 from .inputs import randn, with_float32
 from .library_calls import MHA_CALLS, SDPA_CALLS
@@ -281,12 +282,16 @@ PROJECTIONS = Exercise(
     function="QKVProjection",
     assignment=ASSIGNMENT,
     points=3,
-    reference="transformer_course.projections:QKVProjection",
-    make_cases=projection_cases,
     visible_checks=projection_visible,
     is_module=True,
     output_names=("q", "k", "v"),
     forbidden=(MHA_CALLS, IN_PROJECTION_CALLS),
+    shape_hint=_projection_shape_hint,
+)
+PROJECTIONS_HIDDEN = HiddenTests(
+    function="QKVProjection",
+    reference="transformer_course.projections:QKVProjection",
+    make_cases=projection_cases,
     mistakes=(
         Mistake(_OneSharedLayer,
                 "q, k and v all come from one layer: each needs its own (q_proj, k_proj, v_proj)."),
@@ -296,7 +301,6 @@ PROJECTIONS = Exercise(
         Mistake(_WeightNotTransposed,
                 "x @ weight instead of x @ weight.T: nn.Linear stores its weight as (out, in)."),
     ),
-    shape_hint=_projection_shape_hint,
 )
 
 
@@ -409,11 +413,15 @@ SCORES = Exercise(
     function="score_matrix",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.projections:score_matrix",
-    make_cases=scores_cases,
     visible_checks=scores_visible,
     output_names=("scores",),
     forbidden=(SDPA_CALLS,),
+    shape_hint=scores_shape_hint,
+)
+SCORES_HIDDEN = HiddenTests(
+    function="score_matrix",
+    reference="transformer_course.projections:score_matrix",
+    make_cases=scores_cases,
     mistakes=(
         Mistake(lambda q, k: k @ q.transpose(-2, -1),
                 "you computed K Qᵀ (the transpose): row i belongs to query i, so Q Kᵀ."),
@@ -422,7 +430,6 @@ SCORES = Exercise(
         Mistake(lambda q, k: torch.exp(_qk(q, k)) / torch.exp(_qk(q, k)).sum(-1, keepdim=True),
                 "you applied a softmax: the score matrix is the raw Q Kᵀ."),
     ),
-    shape_hint=scores_shape_hint,
 )
 
 
@@ -595,12 +602,19 @@ HARD = Exercise(
     function="hard_lookup",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.projections:hard_lookup",
-    make_cases=lookup_cases,
     visible_checks=hard_visible,
     output_names=("output", "weights"),
     uses=("score_matrix",),
     forbidden=(SDPA_CALLS, MHA_CALLS),
+    shape_hint=lambda actual, expected, case: (
+        "the output has the width of a key: hand over the values, weights @ v."
+        if actual[-1:] == (case.args[1].shape[-1],) and expected[-1] == case.args[2].shape[-1] else None
+    ),
+)
+HARD_HIDDEN = HiddenTests(
+    function="hard_lookup",
+    reference="transformer_course.projections:hard_lookup",
+    make_cases=lookup_cases,
     mistakes=(
         Mistake(lambda q, k, v: _one_hot_lookup(_qk(q, k), v, worst=True),
                 "each query picked its worst key (argmin): the best match has the largest score."),
@@ -609,10 +623,6 @@ HARD = Exercise(
         Mistake(lambda q, k, v: _soft(_qk(q, k), v),
                 "you returned the soft lookup: a hard lookup gives all the weight to the best key."),
     ),
-    shape_hint=lambda actual, expected, case: (
-        "the output has the width of a key: hand over the values, weights @ v."
-        if actual[-1:] == (case.args[1].shape[-1],) and expected[-1] == case.args[2].shape[-1] else None
-    ),
 )
 
 
@@ -620,12 +630,19 @@ SOFT = Exercise(
     function="soft_lookup",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.projections:soft_lookup",
-    make_cases=lookup_cases,
     visible_checks=soft_visible,
     output_names=("output", "weights"),
     uses=("score_matrix",),
     forbidden=(SDPA_CALLS, MHA_CALLS),
+    shape_hint=lambda actual, expected, case: (
+        "the output has the width of a key: mix the values, weights @ v."
+        if actual[-1:] == (case.args[1].shape[-1],) and expected[-1] == case.args[2].shape[-1] else None
+    ),
+)
+SOFT_HIDDEN = HiddenTests(
+    function="soft_lookup",
+    reference="transformer_course.projections:soft_lookup",
+    make_cases=lookup_cases,
     mistakes=(
         Mistake(lambda q, k, v: _soft(_qk(q, k) / math.sqrt(q.shape[-1]), v),
                 "you scaled the scores by 1/sqrt(d_k): this chapter's soft lookup is softmax(Q Kᵀ) V "
@@ -638,10 +655,8 @@ SOFT = Exercise(
         Mistake(lambda q, k, v: (_qk(q, k) @ v, _qk(q, k)),
                 "the weights are the raw scores: apply torch.softmax(scores, dim=-1) first."),
     ),
-    shape_hint=lambda actual, expected, case: (
-        "the output has the width of a key: mix the values, weights @ v."
-        if actual[-1:] == (case.args[1].shape[-1],) and expected[-1] == case.args[2].shape[-1] else None
-    ),
 )
 
 EXERCISES = (PROJECTIONS, SCORES, HARD, SOFT)
+
+HIDDEN_TESTS = (PROJECTIONS_HIDDEN, SCORES_HIDDEN, HARD_HIDDEN, SOFT_HIDDEN)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from .base import Case, Exercise, ExerciseFailure, Mistake
+from ..grading.hidden_spec import HiddenTests, Mistake
+from .base import Case, Exercise, ExerciseFailure
 from .ch03_qkv import scores_shape_hint
 from .compare import expect_close, expect_sums_to_one, fmt_index, fmt_number
 from .inputs import randn, with_float32
@@ -130,10 +131,13 @@ SOFTMAX = Exercise(
     function="softmax",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.attention:softmax",
-    make_cases=softmax_cases,
     visible_checks=softmax_visible,
     forbidden=(SOFTMAX_CALLS,),
+)
+SOFTMAX_HIDDEN = HiddenTests(
+    function="softmax",
+    reference="transformer_course.attention:softmax",
+    make_cases=softmax_cases,
     mistakes=(
         Mistake(_naive_softmax,
                 "exp overflows for large inputs (exp(1000) = inf, and inf/inf = NaN): subtract "
@@ -210,10 +214,14 @@ SCORES = Exercise(
     function="attention_scores",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.attention:attention_scores",
-    make_cases=scores_cases,
     visible_checks=scores_visible,
     forbidden=(SDPA_CALLS,),
+    shape_hint=scores_shape_hint,
+)
+SCORES_HIDDEN = HiddenTests(
+    function="attention_scores",
+    reference="transformer_course.attention:attention_scores",
+    make_cases=scores_cases,
     mistakes=(
         Mistake(lambda q, k: _qk(q, k), "you forgot the scaling: divide Q Kᵀ by sqrt(d_k)."),
         Mistake(lambda q, k: _qk(q, k) / q.shape[-1],
@@ -227,7 +235,6 @@ SCORES = Exercise(
                 "you divided by sqrt of the number of queries L; d_k is the last dimension, "
                 "q.shape[-1]."),
     ),
-    shape_hint=scores_shape_hint,
 )
 
 
@@ -325,12 +332,17 @@ SDPA = Exercise(
     function="scaled_dot_product_attention",
     assignment=ASSIGNMENT,
     points=3,
-    reference="transformer_course.attention:scaled_dot_product_attention",
-    make_cases=sdpa_cases,
     visible_checks=sdpa_visible,
     output_names=("output", "weights"),
     uses=("softmax", "attention_scores"),
     forbidden=(SDPA_CALLS, MHA_CALLS),
+    shape_hint=lambda actual, expected, case: scores_shape_hint(actual, expected, case)
+    if len(expected) >= 2 and expected[-1] == case.args[1].shape[-2] else None,
+)
+SDPA_HIDDEN = HiddenTests(
+    function="scaled_dot_product_attention",
+    reference="transformer_course.attention:scaled_dot_product_attention",
+    make_cases=sdpa_cases,
     mistakes=(
         Mistake(_sdpa_mistake(lambda q: 1.0), "you forgot to scale the scores by 1/sqrt(d_k)."),
         Mistake(_sdpa_mistake(lambda q: 1.0 / q.shape[-1]),
@@ -345,8 +357,8 @@ SDPA = Exercise(
                 "masked scores must become -inf before the softmax, not 0: exp(0) = 1 still "
                 "gives them weight."),
     ),
-    shape_hint=lambda actual, expected, case: scores_shape_hint(actual, expected, case)
-    if len(expected) >= 2 and expected[-1] == case.args[1].shape[-2] else None,
 )
 
 EXERCISES = (SOFTMAX, SCORES, SDPA)
+
+HIDDEN_TESTS = (SOFTMAX_HIDDEN, SCORES_HIDDEN, SDPA_HIDDEN)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .base import Case, Exercise, ExerciseFailure, Mistake
+from ..grading.hidden_spec import HiddenTests, Mistake
+from .base import Case, Exercise, ExerciseFailure
 from .compare import expect_close, expect_sums_to_one, mismatch, run_case
 from .inputs import randn, with_float32
 from .library_calls import MHA_CALLS, SDPA_CALLS, TRANSFORMER_CALLS
@@ -165,14 +166,17 @@ SPLIT_HEADS = Exercise(
     function="split_heads",
     assignment=ASSIGNMENT,
     points=2,
+    visible_checks=split_visible,
+    shape_hint=_split_shape_hint,
+)
+SPLIT_HEADS_HIDDEN = HiddenTests(
+    function="split_heads",
     reference="transformer_course.multihead:split_heads",
     make_cases=split_cases,
-    visible_checks=split_visible,
     mistakes=(
         Mistake(_split_without_transpose, NO_TRANSPOSE_SPLIT),
         Mistake(_split_interleaved, INTERLEAVED_SPLIT),
     ),
-    shape_hint=_split_shape_hint,
 )
 
 
@@ -240,14 +244,17 @@ MERGE_HEADS = Exercise(
     function="merge_heads",
     assignment=ASSIGNMENT,
     points=2,
+    visible_checks=merge_visible,
+    shape_hint=_merge_shape_hint,
+)
+MERGE_HEADS_HIDDEN = HiddenTests(
+    function="merge_heads",
     reference="transformer_course.multihead:merge_heads",
     make_cases=merge_cases,
-    visible_checks=merge_visible,
     mistakes=(
         Mistake(_merge_without_transpose, NO_TRANSPOSE_MERGE),
         Mistake(_merge_interleaved, INTERLEAVED_MERGE),
     ),
-    shape_hint=_merge_shape_hint,
 )
 
 
@@ -638,15 +645,20 @@ MULTI_HEAD_ATTENTION = Exercise(
     function="MultiHeadAttention",
     assignment=ASSIGNMENT,
     points=4,
-    reference="transformer_course.multihead:MultiHeadAttention",
-    make_cases=mha_cases,
     visible_checks=mha_visible,
     is_module=True,
     output_names=("output", "weights"),
     uses=("split_heads", "merge_heads", "scaled_dot_product_attention"),
     forbidden=(MHA_CALLS, SDPA_CALLS, TRANSFORMER_CALLS),
-    mistakes=MHA_MISTAKES,
     shape_hint=_mha_shape_hint,
+)
+MULTI_HEAD_ATTENTION_HIDDEN = HiddenTests(
+    function="MultiHeadAttention",
+    reference="transformer_course.multihead:MultiHeadAttention",
+    make_cases=mha_cases,
+    mistakes=MHA_MISTAKES,
 )
 
 EXERCISES = (SPLIT_HEADS, MERGE_HEADS, MULTI_HEAD_ATTENTION)
+
+HIDDEN_TESTS = (SPLIT_HEADS_HIDDEN, MERGE_HEADS_HIDDEN, MULTI_HEAD_ATTENTION_HIDDEN)

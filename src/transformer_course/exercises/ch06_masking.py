@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import torch
 
-from .base import Case, Exercise, ExerciseFailure, Forbidden, Mistake
+from ..grading.hidden_spec import HiddenTests, Mistake
+from .base import Case, Exercise, ExerciseFailure, Forbidden
 from .compare import expect_close, fmt_index, fmt_number
 from .inputs import randn, with_float32
 from .library_calls import MHA_CALLS, SDPA_CALLS, TRANSFORMER_CALLS
@@ -188,11 +189,14 @@ CAUSAL = Exercise(
     function="causal_mask",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.masks:causal_mask",
-    make_cases=causal_cases,
     visible_checks=causal_visible,
     output_names=("mask",),
     forbidden=(TRANSFORMER_CALLS, CAUSAL_BIAS_CALLS),
+)
+CAUSAL_HIDDEN = HiddenTests(
+    function="causal_mask",
+    reference="transformer_course.masks:causal_mask",
+    make_cases=causal_cases,
     mistakes=(
         Mistake(_causal(diagonal=-1), _OFF_BY_ONE_BELOW),
         Mistake(_causal(diagonal=1), _OFF_BY_ONE_ABOVE),
@@ -307,11 +311,15 @@ PADDING = Exercise(
     function="padding_mask",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.masks:padding_mask",
-    make_cases=padding_cases,
     visible_checks=padding_visible,
     output_names=("mask",),
     forbidden=(TRANSFORMER_CALLS, MHA_CALLS),
+    shape_hint=_padding_shape_hint,
+)
+PADDING_HIDDEN = HiddenTests(
+    function="padding_mask",
+    reference="transformer_course.masks:padding_mask",
+    make_cases=padding_cases,
     mistakes=(
         Mistake(lambda token_ids, pad_id: (token_ids == pad_id)[:, None, None, :], _INVERTED_PADDING),
         Mistake(lambda token_ids, pad_id: (token_ids != 0)[:, None, None, :], _PAD_ZERO),
@@ -327,7 +335,6 @@ PADDING = Exercise(
         Mistake(lambda token_ids, pad_id: (token_ids != pad_id)[:, None, :, None],
                 _padding_shape_hint((2, 1, 5, 1), (2, 1, 1, 5))),
     ),
-    shape_hint=_padding_shape_hint,
 )
 
 
@@ -439,11 +446,14 @@ COMBINE = Exercise(
     function="combine_masks",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.masks:combine_masks",
-    make_cases=combine_cases,
     visible_checks=combine_visible,
     output_names=("mask",),
     forbidden=(TRANSFORMER_CALLS, MHA_CALLS),
+)
+COMBINE_HIDDEN = HiddenTests(
+    function="combine_masks",
+    reference="transformer_course.masks:combine_masks",
+    make_cases=combine_cases,
     mistakes=(
         Mistake(_combine(torch.logical_or), _OR),
         Mistake(_combine(torch.logical_and, slice(0, 1)), _FIRST_ONLY),
@@ -640,12 +650,16 @@ MASKED_ATTENTION = Exercise(
     function="masked_self_attention",
     assignment=ASSIGNMENT,
     points=3,
-    reference="transformer_course.masks:masked_self_attention",
-    make_cases=attention_cases,
     visible_checks=attention_visible,
     output_names=("output", "weights"),
     uses=("scaled_dot_product_attention", "causal_mask", "padding_mask", "combine_masks"),
     forbidden=(SDPA_CALLS, MHA_CALLS, TRANSFORMER_CALLS, CAUSAL_BIAS_CALLS),
+    shape_hint=_attention_shape_hint,
+)
+MASKED_ATTENTION_HIDDEN = HiddenTests(
+    function="masked_self_attention",
+    reference="transformer_course.masks:masked_self_attention",
+    make_cases=attention_cases,
     mistakes=(
         Mistake(_attention_mistake(future="never"), _NO_CAUSAL),
         Mistake(_attention_mistake(future="always"), _ALWAYS_CAUSAL),
@@ -654,8 +668,9 @@ MASKED_ATTENTION = Exercise(
         Mistake(_attention_mistake(combine="or"), _OR),
         Mistake(_attention_mistake(invert=True), _INVERTED_ATTENTION),
     ),
-    shape_hint=_attention_shape_hint,
     diagnose=_attention_diagnosis,
 )
 
 EXERCISES = (CAUSAL, PADDING, COMBINE, MASKED_ATTENTION)
+
+HIDDEN_TESTS = (CAUSAL_HIDDEN, PADDING_HIDDEN, COMBINE_HIDDEN, MASKED_ATTENTION_HIDDEN)

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Case, Exercise, ExerciseFailure, Mistake
+from ..grading.hidden_spec import HiddenTests, Mistake
+from .base import Case, Exercise, ExerciseFailure
 from .compare import expect_close
 from .inputs import randn, with_float32
 from .library_calls import MHA_CALLS, SDPA_CALLS, TRANSFORMER_CALLS
@@ -532,11 +533,14 @@ FEED_FORWARD = Exercise(
     function="FeedForward",
     assignment=ASSIGNMENT,
     points=2,
-    reference="transformer_course.feedforward:FeedForward",
-    make_cases=feedforward_cases,
     visible_checks=feedforward_visible,
     is_module=True,
     forbidden=(TRANSFORMER_CALLS,),
+)
+FEED_FORWARD_HIDDEN = HiddenTests(
+    function="FeedForward",
+    reference="transformer_course.feedforward:FeedForward",
+    make_cases=feedforward_cases,
     mistakes=(
         Mistake(_NoActivation, "you left out the activation between linear1 and linear2: without it "
                                "the two layers collapse into one linear map."),
@@ -739,12 +743,15 @@ ENCODER_LAYER = Exercise(
     function="EncoderLayer",
     assignment=ASSIGNMENT,
     points=3,
-    reference="transformer_course.layers:EncoderLayer",
-    make_cases=encoder_cases,
     visible_checks=encoder_visible,
     is_module=True,
     uses=("MultiHeadAttention", "FeedForward"),
     forbidden=(TRANSFORMER_CALLS, MHA_CALLS, SDPA_CALLS),
+)
+ENCODER_LAYER_HIDDEN = HiddenTests(
+    function="EncoderLayer",
+    reference="transformer_course.layers:EncoderLayer",
+    make_cases=encoder_cases,
     mistakes=(
         Mistake(_EncoderAlwaysPostLN, "you always build post-LN: with norm_first=True, normalise each "
                                       "sublayer's input instead, x = x + sublayer(norm(x))."),
@@ -913,12 +920,16 @@ DECODER_LAYER = Exercise(
     function="DecoderLayer",
     assignment=ASSIGNMENT,
     points=4,
-    reference="transformer_course.layers:DecoderLayer",
-    make_cases=decoder_cases,
     visible_checks=decoder_visible,
     is_module=True,
     uses=("MultiHeadAttention", "FeedForward"),
     forbidden=(TRANSFORMER_CALLS, MHA_CALLS, SDPA_CALLS),
+    shape_hint=_decoder_shape_hint,
+)
+DECODER_LAYER_HIDDEN = HiddenTests(
+    function="DecoderLayer",
+    reference="transformer_course.layers:DecoderLayer",
+    make_cases=decoder_cases,
     mistakes=(
         Mistake(_DecoderNoSelfMask, "the masked self-attention needs `self_mask`: "
                                     "self.self_attn(x, x, x, self_mask)."),
@@ -930,7 +941,6 @@ DECODER_LAYER = Exercise(
         Mistake(_DecoderAlwaysPostLN, "you always build post-LN: with norm_first=True, normalise each "
                                       "sublayer's input instead, x = x + sublayer(norm(x))."),
     ),
-    shape_hint=_decoder_shape_hint,
 )
 
 
@@ -1150,11 +1160,16 @@ TRANSFORMER_FORWARD = Exercise(
     function="transformer_forward",
     assignment=ASSIGNMENT,
     points=4,
-    reference="transformer_course.model:transformer_forward",
-    make_cases=forward_cases,
     visible_checks=forward_visible,
     uses=("EncoderLayer", "DecoderLayer"),
     forbidden=(TRANSFORMER_CALLS, MHA_CALLS, SDPA_CALLS),
+    rtol=_ROUNDED,
+    atol={torch.float64: 1e-8, torch.float32: 1e-5},
+)
+TRANSFORMER_FORWARD_HIDDEN = HiddenTests(
+    function="transformer_forward",
+    reference="transformer_course.model:transformer_forward",
+    make_cases=forward_cases,
     mistakes=(
         Mistake(lambda m, s, t: _forward(m, s, t, scale=False),
                 "multiply the embeddings by sqrt(d_model) before adding the positions."),
@@ -1173,8 +1188,6 @@ TRANSFORMER_FORWARD = Exercise(
         Mistake(lambda m, s, t: _forward(m, s, t, output="logits"),
                 "return log-probabilities: torch.log_softmax(model.generator.proj(y), dim=-1)."),
     ),
-    rtol=_ROUNDED,
-    atol={torch.float64: 1e-8, torch.float32: 1e-5},
 )
 
 
@@ -1326,11 +1339,15 @@ GREEDY_DECODE = Exercise(
     function="greedy_decode",
     assignment=ASSIGNMENT,
     points=3,
-    reference="transformer_course.decoding:greedy_decode",
-    make_cases=greedy_cases,
     visible_checks=greedy_visible,
     index_outputs=("output",),
     uses=("EncoderLayer", "DecoderLayer"),  # the layers inside the models the checks decode with
+    shape_hint=_decode_shape_hint,
+)
+GREEDY_DECODE_HIDDEN = HiddenTests(
+    function="greedy_decode",
+    reference="transformer_course.decoding:greedy_decode",
+    make_cases=greedy_cases,
     mistakes=(
         Mistake(lambda m, s, max_len, start_id, end_id: _greedy(m, s, max_len, start_id, end_id,
                                                                 pad_after_end=False),
@@ -1346,7 +1363,6 @@ GREEDY_DECODE = Exercise(
                 "use the source mask, model.make_src_mask(src), in encode and in decode, so that no one "
                 "attends to source padding."),
     ),
-    shape_hint=_decode_shape_hint,
 )
 
 
@@ -1499,12 +1515,18 @@ BEAM_SEARCH = Exercise(
     function="beam_search",
     assignment=ASSIGNMENT,
     points=4,
-    reference="transformer_course.decoding:beam_search",
-    make_cases=beam_cases,
     visible_checks=beam_visible,
     output_names=("sequences", "scores"),
     index_outputs=("sequences",),
     uses=("EncoderLayer", "DecoderLayer"),  # the layers inside the models the checks decode with
+    shape_hint=_decode_shape_hint,
+    rtol=_ROUNDED,
+    atol={torch.float64: 1e-8, torch.float32: 1e-5},
+)
+BEAM_SEARCH_HIDDEN = HiddenTests(
+    function="beam_search",
+    reference="transformer_course.decoding:beam_search",
+    make_cases=beam_cases,
     mistakes=(
         Mistake(_beam_mistake(penalty=lambda n, a: 1.0),
                 "you ignore alpha: divide each finished hypothesis's log-probability by the length "
@@ -1520,9 +1542,8 @@ BEAM_SEARCH = Exercise(
                 "choose the `width` best extensions over the whole beam (width × vocab candidates), not the "
                 "best extension of each hypothesis."),
     ),
-    shape_hint=_decode_shape_hint,
-    rtol=_ROUNDED,
-    atol={torch.float64: 1e-8, torch.float32: 1e-5},
 )
 
 EXERCISES = (FEED_FORWARD, ENCODER_LAYER, DECODER_LAYER, TRANSFORMER_FORWARD, GREEDY_DECODE, BEAM_SEARCH)
+
+HIDDEN_TESTS = (FEED_FORWARD_HIDDEN, ENCODER_LAYER_HIDDEN, DECODER_LAYER_HIDDEN, TRANSFORMER_FORWARD_HIDDEN, GREEDY_DECODE_HIDDEN, BEAM_SEARCH_HIDDEN)

@@ -38,6 +38,7 @@ from .. import exercises
 from ..exercises import Case, Exercise, ExerciseFailure
 from ..exercises.compare import call_student, normalise_outputs, run_case
 from ..exercises.forbidden import forbidden_message, is_reference_module, source_violation
+from . import hidden_tests
 from .canonical import Canonical, canonicalise, read_notebook
 from .hidden import compare_with_reference, exact_matmuls
 from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult, error_result
@@ -134,7 +135,7 @@ def modules_to_hide(assignment: str, modules: list[str]) -> list[str]:
     """The reference modules a submission of ``assignment`` must not see: those holding its own
     exercises' references, and every module that imports one of them (it would hand the answer
     on). Earlier chapters' modules stay importable: a notebook may build on them (``uses``)."""
-    hidden = {e.reference.split(":")[0] for e in exercises.for_assignment(assignment)}
+    hidden = {hidden_tests.get(e.function).reference_module for e in exercises.for_assignment(assignment)}
     imports = {m: _imports(m) for m in modules}
     changed = True
     while changed:
@@ -148,11 +149,12 @@ def modules_to_hide(assignment: str, modules: list[str]) -> list[str]:
 
 def prepare_exercise(exercise: Exercise, seed: int) -> PreparedExercise:
     """Record the visible checks' calls and draw the hidden cases (CPU, from ``seed``)."""
-    reference = exercise.load_reference()
+    tests = hidden_tests.get(exercise.function)
+    reference = tests.load_reference()
     visible: list[Case] = []
     exercise.visible_checks(_recorder(exercise, reference, visible))
     generator = torch.Generator().manual_seed(seed)
-    hidden = exercise.make_cases(generator)
+    hidden = tests.make_cases(generator)
     expected = []
     with exact_matmuls():
         for case in hidden:

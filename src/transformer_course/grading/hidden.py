@@ -36,6 +36,7 @@ from ..exercises.compare import (
     run_case,
 )
 from ..exercises.forbidden import Tripwire, raise_if_forbidden, static_violation
+from . import hidden_tests
 
 DEFAULT_SEED = 20171206  # "Attention Is All You Need" went to NeurIPS in December 2017
 
@@ -140,7 +141,7 @@ def _difference(exercise: Exercise, out: Any, want: Any, name: str, case: Case) 
 
 def _likely_mistake(exercise: Exercise, outputs: tuple, case: Case) -> str | None:
     """The hint of the first typical mistake whose output equals the student's, if any."""
-    for mistake in exercise.mistakes:
+    for mistake in hidden_tests.get(exercise.function).mistakes:
         try:
             with torch.no_grad():
                 wrong = normalise_outputs(exercise, run_case(mistake.fn, case.clone()), case)
@@ -172,8 +173,9 @@ def compare_with_reference(
             hint = exercise.shape_hint(tuple(out.shape), tuple(want.shape), case)
         if hint is None:
             hint = _likely_mistake(exercise, outputs, case)
-        if hint is None and exercise.diagnose is not None:
-            hint = exercise.diagnose(outputs, case)
+        diagnose = hidden_tests.get(exercise.function).diagnose
+        if hint is None and diagnose is not None:
+            hint = diagnose(outputs, case)
         raise ExerciseFailure(problem + (f".\n  Likely mistake: {hint}" if hint else "."))
 
 
@@ -193,7 +195,7 @@ def exact_matmuls() -> Iterator[None]:
 
 def hidden_cases(exercise: Exercise, generator: torch.Generator) -> list[Case]:
     """The exercise's seeded cases on the CPU, and its float32 cases again on every other device."""
-    cases = exercise.make_cases(generator)
+    cases = hidden_tests.get(exercise.function).make_cases(generator)
     for device in available_devices()[1:]:
         cases += [c.on(device) for c in cases if c.dtype == torch.float32]
     return cases
@@ -214,13 +216,13 @@ def grade(function: str, namespace: dict[str, Any], seed: int | None = None) -> 
             f"`{function}` (the checks look it up by name)."
         )
     expect_right_kind(exercise, fn)
-    dependencies = {name: get(name).load_reference() for name in exercise.uses}
+    dependencies = {name: hidden_tests.get(name).load_reference() for name in exercise.uses}
     isolated = with_globals(fn, dependencies)
     raise_if_forbidden(exercise, static_violation(exercise, fn, dependencies))
     safe = guarded(exercise, isolated, dependencies)
 
     count = exercise.visible_checks(student_caller(exercise, safe))
-    reference = exercise.load_reference()
+    reference = hidden_tests.get(function).load_reference()
     generator = torch.Generator().manual_seed(hidden_seed() if seed is None else seed)
     with exact_matmuls():
         for case in hidden_cases(exercise, generator):

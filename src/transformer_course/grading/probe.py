@@ -65,10 +65,10 @@ def _load_references(job: dict) -> dict:
     """Import every reference module the job needs, and the earlier exercises' references."""
     for module in job["reference_modules"]:
         importlib.import_module(module)
-    from transformer_course import exercises
+    from transformer_course.grading import hidden_tests
 
     return {
-        e["function"]: {name: exercises.get(name).load_reference() for name in e["uses"]}
+        e["function"]: {name: hidden_tests.get(name).load_reference() for name in e["uses"]}
         for e in job["exercises"]
     }
 
