@@ -12,12 +12,12 @@ import torch
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
-from transformer_course.grading import hidden_tests
-from transformer_course.grading.hidden_spec import HiddenTests, Mistake
 from transformer_course.embeddings import TokenEmbedding, embed_tokens, one_hot_embed_tokens
 from transformer_course.exercises import Case, Exercise, ExerciseFailure
 from transformer_course.exercises.compare import call_student, plain_mismatch
+from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import grade
+from transformer_course.grading.hidden_spec import HiddenTests, Mistake
 from transformer_course.similarity import analogy, cosine_similarity_matrix, nearest_neighbours
 from transformer_course.tokenizer import (
     UNK,

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
-from transformer_course.grading import hidden_tests
 from transformer_course.checks import check
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.exercises import ch02_positions as ch02
 from transformer_course.exercises.compare import normalise_outputs, run_case
+from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import grade
 from transformer_course.positional import (
     LearnedPositionalEmbedding,

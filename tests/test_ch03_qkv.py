@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
-from transformer_course.grading import hidden_tests
 from transformer_course.exercises import ExerciseFailure
+from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import grade
 from transformer_course.projections import QKVProjection, hard_lookup, score_matrix, soft_lookup
 

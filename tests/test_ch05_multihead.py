@@ -13,10 +13,10 @@ from torch import nn
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
-from transformer_course.grading import hidden_tests
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.exercises.ch05_multihead import worked_example
 from transformer_course.exercises.compare import mismatch, normalise_outputs, run_case
+from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import _likely_mistake, grade
 from transformer_course.masks import to_torch_module_mask
 from transformer_course.multihead import MultiHeadAttention

@@ -13,9 +13,9 @@ from torch import nn
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
-from transformer_course.grading import hidden_tests
 from transformer_course.attention import softmax
 from transformer_course.exercises import ExerciseFailure
+from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import grade
 from transformer_course.masks import (
     causal_mask,

@@ -12,7 +12,6 @@ from torch import nn
 
 from course_helpers import answer_sources, solution_module, student_module
 from transformer_course import exercises
-from transformer_course.grading import hidden_tests
 from transformer_course.decoding import beam_search, greedy_decode, length_penalty
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.exercises.ch07_encoder_decoder import (
@@ -25,6 +24,7 @@ from transformer_course.exercises.ch07_encoder_decoder import (
     example_table_model,
     random_model,
 )
+from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import grade, hidden_seed
 from transformer_course.model import TransformerConfig, make_model, transformer_forward
 

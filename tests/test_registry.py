@@ -11,9 +11,9 @@ import pytest
 
 from course_helpers import ROOT, solution_code, solution_module
 from transformer_course import exercises
-from transformer_course.grading import hidden_tests
 from transformer_course.checks import check
 from transformer_course.exercises import ExerciseFailure
+from transformer_course.grading import hidden_tests
 from transformer_course.grading.course import assignments
 from transformer_course.grading.hidden import grade
 from transformer_course.grading.release import registry_problems

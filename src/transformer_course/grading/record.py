@@ -1,0 +1,112 @@
+"""Record what the reference and each typical mistake return on the visible checks' inputs.
+
+Writes ``transformer_course/exercises/recorded/<assignment>.json`` (see
+:mod:`transformer_course.exercises.recorded`): the student side's visible checks compare numbers
+instead of running code that could answer the exercise. Run after changing a visible check, a
+reference or a typical mistake:
+
+    python -m transformer_course.grading.record [assignment ...]
+
+A test fails while a committed file differs from what this writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .. import exercises
+from ..exercises import Case, Exercise
+from ..exercises.compare import call_student, mismatch, normalise_outputs, plain_mismatch, run_case
+from ..exercises.recorded import FOLDER, encode, recording_into
+from . import hidden_tests
+from .hidden import with_globals
+
+
+def _same(exercise: Exercise, a: tuple, b: tuple) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if exercise.plain_values:
+            if plain_mismatch(x, y, name="x", what="x") is not None:
+                return False
+        elif not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or mismatch(
+                x, y, what="x", rtol=1e-9, atol=1e-12) is not None:
+            return False
+    return True
+
+
+def _recorder(exercise: Exercise, entries: dict) -> Callable[..., tuple]:
+    """A ``call`` for the visible checks that answers with the reference, recording its outputs
+    and those of every typical mistake that differs from it on the same input."""
+    tests = hidden_tests.get(exercise.function)
+    uses = {name: hidden_tests.get(name).load_reference() for name in exercise.uses}
+    reference = with_globals(tests.load_reference(), uses)
+
+    def call(label: str | Case, *args: Any, **kwargs: Any) -> tuple:
+        case = label if isinstance(label, Case) else Case(label, args, kwargs)
+        outputs = call_student(exercise, reference, case)
+        if case.raises is not None:
+            return outputs
+        if case.label in entries:
+            raise ValueError(f"{exercise.function}: two visible calls are labelled {case.label!r}")
+        mistakes = []
+        for mistake in tests.mistakes:
+            try:
+                with torch.no_grad():
+                    wrong = normalise_outputs(exercise, run_case(mistake.fn, case.clone()), case)
+            except Exception:  # noqa: BLE001 - a mistake that cannot run on this input says nothing
+                continue
+            if not _same(exercise, wrong, outputs) and not any(
+                    _same(exercise, wrong, m["decoded"]) for m in mistakes):
+                mistakes.append({"hint": mistake.hint, "decoded": wrong})
+        entries[case.label] = {
+            "outputs": [encode(o) for o in outputs],
+            "mistakes": [{"hint": m["hint"], "outputs": [encode(o) for o in m["decoded"]]} for m in mistakes],
+        }
+        return outputs
+
+    return call
+
+
+def record(assignment: str) -> dict:
+    """{function: {label: {"outputs": [...], "mistakes": [{"hint", "outputs"}]}}} for ``assignment``."""
+    recorded = {}
+    for exercise in exercises.for_assignment(assignment):
+        entries: dict = {}
+        with recording_into(entries):
+            exercise.visible_checks(_recorder(exercise, entries))
+        if entries:
+            recorded[exercise.function] = entries
+    return recorded
+
+
+def as_text(recorded: dict) -> str:
+    return json.dumps(recorded, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("assignment", nargs="*", help="assignments (default: all)")
+    args = parser.parse_args(argv)
+    names = args.assignment or sorted({e.assignment for e in exercises.ALL})
+    FOLDER.mkdir(exist_ok=True)
+    for assignment in names:
+        recorded = record(assignment)
+        path = FOLDER / f"{assignment}.json"
+        if recorded:
+            path.write_text(as_text(recorded), encoding="utf-8")
+            print(f"wrote {path}")
+        elif path.exists():
+            path.unlink()
+            print(f"removed {path} (nothing recorded)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
