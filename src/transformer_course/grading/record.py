@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -86,8 +87,14 @@ def record(assignment: str) -> dict:
     return recorded
 
 
+_SCALAR = r'(?:-?[0-9.eE+-]+|"-?inf"|"nan"|true|false|null)'
+_SCALARS = re.compile(rf"\[\s*({_SCALAR}(?:,\s*{_SCALAR})*)\s*\]")
+
+
 def as_text(recorded: dict) -> str:
-    return json.dumps(recorded, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+    """Indented JSON, readable in a diff, with each list of numbers on one line."""
+    text = json.dumps(recorded, indent=1, ensure_ascii=False, sort_keys=True)
+    return _SCALARS.sub(lambda m: "[" + re.sub(r",\s+", ", ", m.group(1)) + "]", text) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
