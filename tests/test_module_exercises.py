@@ -16,8 +16,9 @@ from transformer_course.exercises import Case, Exercise, ExerciseFailure
 from transformer_course.exercises.compare import expect_close
 from transformer_course.exercises.inputs import randn, with_float32
 from transformer_course.exercises.library_calls import TRANSFORMER_CALLS
+from transformer_course.exercises.running import with_globals
 from transformer_course.grading import hidden_tests
-from transformer_course.grading.hidden import grade, with_globals
+from transformer_course.grading.hidden import grade
 from transformer_course.grading.hidden_spec import HiddenTests, Mistake
 
 

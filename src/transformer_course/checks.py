@@ -18,14 +18,16 @@ from .exercises.compare import call_student, expect_right_kind
 __all__ = ["check", "ExerciseFailure"]
 
 
-def student_caller(exercise: Exercise, fn: Callable[..., Any]) -> Callable[..., tuple]:
-    """``call(label, *args, **kwargs)``: runs ``fn`` through :func:`call_student`."""
+def student_caller(exercise: Exercise, fn: Callable[..., Any],
+                   watch: Callable[[], Any] | None = None) -> Callable[..., tuple]:
+    """``call(label, *args, **kwargs)``: runs ``fn`` through :func:`call_student` (watched by
+    ``watch``'s tripwires when given)."""
 
     def call(label: str | Case, *args: Any, **kwargs: Any) -> tuple:
         """``call("label", *args, **kwargs)``, or ``call(Case(...))`` (needed to build a module)."""
         __tracebackhide__ = True
         case = label if isinstance(label, Case) else Case(label, args, kwargs)
-        return call_student(exercise, fn, case)
+        return call_student(exercise, fn, case, watch)
 
     return call
 

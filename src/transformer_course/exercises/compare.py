@@ -7,6 +7,7 @@ examples in the notebook) and the hidden checks (comparison with the reference).
 
 from __future__ import annotations
 
+import contextlib
 import linecache
 import math
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from .base import Case, Exercise, ExerciseFailure
+from .forbidden import raise_if_forbidden
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,22 +127,33 @@ def _raise_instead(error: type[Exception]) -> str:
     return f"raise {error.__name__}(\"...\") with a message that says what is wrong."
 
 
-def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case) -> tuple[torch.Tensor, ...]:
+def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case,
+                 watch: Callable[[], Any] | None = None) -> tuple[torch.Tensor, ...]:
     """Call ``fn`` on a copy of the case and return its outputs as a tuple of tensors.
 
     Raises ExerciseFailure if it is not implemented, raises, changes its inputs, or returns
     the wrong kind, number, dtype or device of outputs. A case with ``raises`` turns that
     round: raising that exception returns ``()``; returning fails.
+
+    ``watch`` makes a :class:`~.forbidden.Tripwire` (see :func:`.running.watcher`): it is active
+    for the whole call, building a module included (``__new__``, a metaclass, ``__init__``,
+    ``load_state_dict``, ``forward``), and a forbidden call it saw fails the exercise whatever
+    the call returned or raised.
     """
     __tracebackhide__ = True
     name = exercise.function
     inputs = case.clone()
+    tripwire = watch() if watch is not None else contextlib.nullcontext()
     try:
         # A warning would go to stderr, and nbgrader gives 0 to a test cell that writes to
         # stderr; we pass warnings on to stdout instead, once each.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = run_case(fn, inputs)
+            try:
+                with tripwire:
+                    result = run_case(fn, inputs)
+            finally:
+                raise_if_forbidden(exercise, getattr(tripwire, "violation", None))
         report_warnings(name, caught)
     except NotImplementedError:
         raise ExerciseFailure(

@@ -18,6 +18,7 @@ import inspect
 import os
 import sys
 import textwrap
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -99,7 +100,15 @@ def static_violation(
 
 
 # Names that switch off or get around the run-time watch; an answer has no use for them.
-TAMPERING = frozenset({"setprofile", "settrace", "_getframe", "get_objects", "get_referrers"})
+TAMPERING = frozenset({"setprofile", "settrace", "_getframe", "get_objects", "get_referrers",
+                       "__subclasses__", "ctypes", "pythonapi"})
+# C functions that, called while an answer runs, would switch the watch off...
+SWITCHES_OFF = frozenset({"setprofile", "settrace"})
+# ... or run code where it cannot look: a thread started by ``_thread`` directly (``threading``'s
+# threads are watched), or another process.
+STARTS_ELSEWHERE = frozenset({"start_new_thread", "start_new", "_start_new_thread", "fork", "forkpty",
+                              "fork_exec", "posix_spawn", "posix_spawnp", "execv", "execve", "system",
+                              "spawnv", "spawnve"})
 
 
 def source_violation(exercise: Exercise, source: str) -> str | None:
@@ -121,6 +130,8 @@ def source_violation(exercise: Exercise, source: str) -> str | None:
             ]
             if any(is_reference_module(m) for m in modules if m):
                 return "imports the course's reference implementation"
+            if any(m.split(".")[0] in TAMPERING for m in modules if m):
+                return "imports `ctypes`, which can switch off the checks"
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and "transformer_course" in node.value:
             return "names the course's reference implementation"
     return None
@@ -139,8 +150,11 @@ class Tripwire:
         self.violation: str | None = None
         self._allowed_frames: list[types.FrameType] = []
         self._previous: Any = None
+        self._closing = False
 
     def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
+        if self._closing:  # our own __exit__ switching the watch off
+            return
         if self._allowed_frames:
             if event == "return" and frame is self._allowed_frames[-1]:
                 self._allowed_frames.pop()
@@ -169,14 +183,22 @@ class Tripwire:
             for rule in self.rules:
                 if name in rule.builtin_names:
                     self.violation = f"calls {rule.label}"
+            if name in SWITCHES_OFF:
+                self.violation = f"calls `{name}`, which switches off the checks' watch"
+            elif name in STARTS_ELSEWHERE:
+                self.violation = (f"starts a thread or a process (`{name}`) while it is being checked, "
+                                  "where the checks cannot see what it calls")
 
     def __enter__(self) -> Tripwire:
-        self._previous = sys.getprofile()
+        self._previous = sys.getprofile(), threading.getprofile()
         sys.setprofile(self._profile)
+        threading.setprofile(self._profile)  # threads started while it is active are watched too
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        sys.setprofile(self._previous)
+        self._closing = True
+        sys.setprofile(self._previous[0])
+        threading.setprofile(self._previous[1])
 
 
 def forbidden_message(exercise: Exercise, violation: str) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,7 +34,8 @@ from ..exercises.compare import (
     plain_mismatch,
     run_case,
 )
-from ..exercises.forbidden import Tripwire, raise_if_forbidden, static_violation
+from ..exercises.forbidden import raise_if_forbidden, static_violation
+from ..exercises.running import watcher, with_globals
 from . import hidden_tests
 
 DEFAULT_SEED = 20171206  # "Attention Is All You Need" went to NeurIPS in December 2017
@@ -44,90 +44,6 @@ DEFAULT_SEED = 20171206  # "Attention Is All You Need" went to NeurIPS in Decemb
 def hidden_seed() -> int:
     """The seed for hidden inputs: ``TRANSFORMER_COURSE_SEED`` if set (graders may rotate it)."""
     return int(os.environ.get("TRANSFORMER_COURSE_SEED", DEFAULT_SEED))
-
-
-def with_globals(fn: Callable[..., Any], overrides: dict[str, Any]) -> Callable[..., Any]:
-    """A copy of ``fn`` that sees ``overrides`` in place of those global names.
-
-    This is how an exercise is graded with the reference in place of the student's earlier
-    functions: ``scaled_dot_product_attention`` calling ``softmax`` gets the reference softmax,
-    while the student's notebook is left untouched.
-    """
-    if not overrides:
-        return fn
-    if isinstance(fn, type):
-        return _class_with_globals(fn, overrides)
-    if not isinstance(fn, types.FunctionType):
-        return fn
-    copy = types.FunctionType(
-        fn.__code__, {**fn.__globals__, **overrides}, fn.__name__, fn.__defaults__, fn.__closure__
-    )
-    copy.__kwdefaults__ = fn.__kwdefaults__
-    copy.__dict__.update(fn.__dict__)
-    copy.__qualname__ = fn.__qualname__
-    return copy
-
-
-def _class_with_globals(cls: type, overrides: dict[str, Any]) -> type:
-    """A subclass of ``cls`` whose own methods see ``overrides`` in place of those globals.
-
-    A subclass rather than a copy: the methods' zero-argument ``super()`` still refers to
-    ``cls``, and the subclass's method resolution order makes that work unchanged.
-    """
-    namespace: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
-    for name, value in vars(cls).items():
-        if isinstance(value, types.FunctionType):
-            namespace[name] = with_globals(value, overrides)
-    return type(cls.__name__, (cls,), namespace)
-
-
-def guarded(exercise: Exercise, fn: Callable[..., Any], allowed: dict[str, Any]) -> Callable[..., Any]:
-    """``fn`` wrapped so that a forbidden call made while it runs raises ExerciseFailure."""
-    allowed_code = {code for f in allowed.values() for code in _code_objects(f)}
-    if isinstance(fn, type):
-        return _guarded_class(exercise, fn, allowed_code)
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True
-        tripwire = Tripwire(exercise, allowed_code)
-        try:
-            with tripwire:
-                return fn(*args, **kwargs)
-        finally:
-            raise_if_forbidden(exercise, tripwire.violation)
-
-    return run
-
-
-def _code_objects(obj: Any) -> list[types.CodeType]:
-    """The code of a function, or of every method a class defines itself."""
-    if isinstance(obj, type):
-        return [v.__code__ for v in vars(obj).values() if isinstance(v, types.FunctionType)]
-    return [obj.__code__] if hasattr(obj, "__code__") else []
-
-
-def _guarded_class(exercise: Exercise, cls: type, allowed_code: set[types.CodeType]) -> type:
-    """A subclass of ``cls`` that watches for forbidden calls while it is built and called."""
-
-    def watch(method: Callable[..., Any]) -> Callable[..., Any]:
-        def watched(self: Any, *args: Any, **kwargs: Any) -> Any:
-            __tracebackhide__ = True
-            tripwire = Tripwire(exercise, allowed_code)
-            try:
-                with tripwire:
-                    return method(self, *args, **kwargs)
-            finally:
-                raise_if_forbidden(exercise, tripwire.violation)
-
-        return watched
-
-    namespace = {
-        "__module__": cls.__module__,
-        "__qualname__": cls.__qualname__,
-        "__init__": watch(cls.__init__),
-        "__call__": watch(cls.__call__),
-    }
-    return type(cls.__name__, (cls,), namespace)
 
 
 def _difference(exercise: Exercise, out: Any, want: Any, name: str, case: Case) -> str | None:
@@ -219,14 +135,14 @@ def grade(function: str, namespace: dict[str, Any], seed: int | None = None) -> 
     dependencies = {name: hidden_tests.get(name).load_reference() for name in exercise.uses}
     isolated = with_globals(fn, dependencies)
     raise_if_forbidden(exercise, static_violation(exercise, fn, dependencies))
-    safe = guarded(exercise, isolated, dependencies)
+    watch = watcher(exercise, dependencies)
 
-    count = exercise.visible_checks(student_caller(exercise, safe))
+    count = exercise.visible_checks(student_caller(exercise, isolated, watch))
     reference = hidden_tests.get(function).load_reference()
     generator = torch.Generator().manual_seed(hidden_seed() if seed is None else seed)
     with exact_matmuls():
         for case in hidden_cases(exercise, generator):
-            outputs = call_student(exercise, safe, case)
+            outputs = call_student(exercise, isolated, case, watch)
             # The reference runs in float64, on the CPU, on the same numbers.
             exact = case.on(torch.device("cpu")).to(torch.float64)
             with torch.no_grad():

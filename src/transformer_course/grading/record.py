@@ -25,8 +25,8 @@ from .. import exercises
 from ..exercises import Case, Exercise
 from ..exercises.compare import call_student, mismatch, normalise_outputs, plain_mismatch, run_case
 from ..exercises.recorded import FOLDER, encode, recording_into
+from ..exercises.running import with_globals
 from . import hidden_tests
-from .hidden import with_globals
 
 
 def _same(exercise: Exercise, a: tuple, b: tuple) -> bool:

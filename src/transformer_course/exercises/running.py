@@ -1,0 +1,70 @@
+"""Running a student's answer the way every check does: earlier exercises replaced, calls watched.
+
+* :func:`with_globals`: the answer sees given implementations in place of some global names, so an
+  exercise that calls an earlier one (attention calls ``softmax``) is checked with the reference
+  in the earlier one's place, and a mistake there costs nothing here;
+* :func:`watcher`: a fresh :class:`~.forbidden.Tripwire` per call, which notes a forbidden library
+  call made anywhere while the answer is built and called (``__new__``, a metaclass, ``__init__``,
+  ``forward``, threads it starts), except inside the implementations substituted above.
+
+Used by the notebook's hidden checks, by ``--nbgrader`` grading and inside the grading sandbox,
+so it holds no reference code itself.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+from .base import Exercise
+from .forbidden import Tripwire
+
+
+def with_globals(fn: Callable[..., Any], overrides: dict[str, Any]) -> Callable[..., Any]:
+    """A copy of ``fn`` that sees ``overrides`` in place of those global names.
+
+    This is how an exercise is graded with the reference in place of the student's earlier
+    functions: ``scaled_dot_product_attention`` calling ``softmax`` gets the reference softmax,
+    while the student's notebook is left untouched.
+    """
+    if not overrides:
+        return fn
+    if isinstance(fn, type):
+        return _class_with_globals(fn, overrides)
+    if not isinstance(fn, types.FunctionType):
+        return fn
+    copy = types.FunctionType(
+        fn.__code__, {**fn.__globals__, **overrides}, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__dict__.update(fn.__dict__)
+    copy.__qualname__ = fn.__qualname__
+    return copy
+
+
+def _class_with_globals(cls: type, overrides: dict[str, Any]) -> type:
+    """A subclass of ``cls`` whose own methods see ``overrides`` in place of those globals.
+
+    A subclass rather than a copy: the methods' zero-argument ``super()`` still refers to
+    ``cls``, and the subclass's method resolution order makes that work unchanged.
+    """
+    namespace: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    for name, value in vars(cls).items():
+        if isinstance(value, types.FunctionType):
+            namespace[name] = with_globals(value, overrides)
+    return type(cls.__name__, (cls,), namespace)
+
+
+def code_objects(obj: Any) -> list[types.CodeType]:
+    """The code of a function, or of every method a class defines itself."""
+    if isinstance(obj, type):
+        return [v.__code__ for v in vars(obj).values() if isinstance(v, types.FunctionType)]
+    return [obj.__code__] if hasattr(obj, "__code__") else []
+
+
+def watcher(exercise: Exercise, allowed: dict[str, Any]) -> Callable[[], Tripwire]:
+    """A factory of tripwires for ``exercise`` that ignore calls into ``allowed``'s code (the
+    implementations substituted for earlier exercises, and what they call)."""
+    allowed_code = {code for f in allowed.values() for code in code_objects(f)}
+    return lambda: Tripwire(exercise, allowed_code)
