@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from transformer_course.grading import sandbox
 from transformer_course.grading.sandbox import GiB, Limits, run_sandboxed, sandbox_problem
 
 pytestmark = pytest.mark.skipif(bool(sandbox_problem()), reason=f"no sandbox here: {sandbox_problem()}")
@@ -100,10 +101,119 @@ def test_a_huge_allocation_fails_inside_the_sandbox(tmp_path):
     assert result.stdout == b"MemoryError\n", result.stderr
 
 
-def test_flooding_the_output_is_stopped(tmp_path):
-    result = python(tmp_path, "while True:\n    print('x' * 10000)\n", Limits(wall_seconds=20, output_bytes=100_000))
-    assert result.output_overflow and len(result.stdout) <= 100_000
-    assert "too much output" in result.ended_by
+def test_flooding_the_output_costs_nothing_but_the_output(tmp_path):
+    """Output beyond the cap is read and dropped: the program runs to its end."""
+    result = python(tmp_path, "import sys\nfor _ in range(50):\n    sys.stdout.write('x' * 1024**2)\nprint('end')\n",
+                    Limits(wall_seconds=30, output_bytes=100_000))
+    assert result.returncode == 0 and result.ended_by is None
+    assert result.output_overflow and len(result.stdout) == 100_000
+
+
+MEMORY_MODES = [pytest.param(True, id="cgroup"), pytest.param(False, id="watchdog")]
+
+
+@pytest.fixture(params=MEMORY_MODES)
+def memory_mode(request, monkeypatch):
+    """Each memory limit is shown twice: held by a cgroup (where the grader may make one: root,
+    here) and by the watchdog an ordinary user gets instead."""
+    if request.param:
+        if not sandbox.SubmissionCgroups(GiB, 64).memory or os.getuid() != 0:
+            pytest.skip("no memory cgroup can be made here")
+    else:
+        monkeypatch.setattr(sandbox, "_cgroup_places", lambda: {})
+    return request.param
+
+
+def test_the_memory_limit_holds_for_all_processes_together(tmp_path, memory_mode):
+    """Three processes of 450 MB each under a 1 GiB limit (each alone is allowed): not all three
+    may live at once."""
+    code = (
+        "import os, time\n"
+        "children = []\n"
+        "for _ in range(3):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        hoard = bytearray(450 * 1024**2)\n"
+        "        for i in range(0, len(hoard), 4096):\n"
+        "            hoard[i] = 1\n"
+        "        time.sleep(4)\n"
+        "        os._exit(0)\n"
+        "    children.append(pid)\n"
+        "print(sorted(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in children))\n"
+    )
+    limits = Limits(wall_seconds=40, cpu_seconds=30, memory_bytes=1 * GiB, address_space_bytes=2 * GiB)
+    result = python(tmp_path, code, limits)
+    codes = eval(result.stdout.decode() or "[]")  # noqa: S307 - our own printout
+    assert codes and codes.count(0) < 3 and -9 in codes, (codes, result.stderr[-500:])
+
+
+def test_tmp_counts_towards_the_memory_limit(tmp_path, memory_mode):
+    """/tmp lives in memory: 700 MB there and 500 MB in a process pass a 1 GiB limit."""
+    code = (
+        "import time\n"
+        "with open('/tmp/big', 'wb') as f:\n"
+        "    for _ in range(700):\n"
+        "        f.write(b'x' * 1024**2)\n"
+        "print('wrote /tmp', flush=True)\n"
+        "hoard = bytearray(500 * 1024**2)\n"
+        "for i in range(0, len(hoard), 4096):\n"
+        "    hoard[i] = 1\n"
+        "time.sleep(3)\n"
+        "print('survived')\n"
+    )
+    limits = Limits(wall_seconds=40, cpu_seconds=30, memory_bytes=1 * GiB, tmp_bytes=1 * GiB,
+                    file_bytes=1 * GiB, address_space_bytes=2 * GiB)
+    result = python(tmp_path, code, limits)
+    assert b"wrote /tmp" in result.stdout and b"survived" not in result.stdout, result.stderr[-500:]
+    assert result.ended_by and "killed" in result.ended_by
+
+
+def test_tmp_has_a_size_limit(tmp_path):
+    code = (
+        "try:\n"
+        "    with open('/tmp/big', 'wb') as f:\n"
+        "        for _ in range(200):\n"
+        "            f.write(b'x' * 1024**2)\n"
+        "    print('wrote it all')\n"
+        "except OSError as e:\n"
+        "    print('full', e.errno)\n"
+    )
+    result = python(tmp_path, code, Limits(wall_seconds=20, tmp_bytes=64 * 1024**2, file_bytes=1 * GiB))
+    assert result.stdout.startswith(b"full 28"), result.stdout + result.stderr  # ENOSPC
+
+
+def test_the_limits_in_force_are_said_in_words():
+    words = " ".join(sandbox.limits_in_force())
+    assert "memory:" in words and "processes:" in words
+    assert ("a cgroup holds" in words) or ("watchdog" in words)
+
+
+def test_passed_files_are_the_only_way_out(tmp_path):
+    """A file of the grader's, passed by descriptor, can be written; its path cannot be seen."""
+    secret = tmp_path / "outside" / "result.bin"
+    secret.parent.mkdir()
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        code = (f"import os\nos.write({fd}, b'through the descriptor')\n"
+                f"print(os.path.exists({str(secret)!r}))\n")
+        result = python(work, code, pass_fds=[fd])
+    finally:
+        os.close(fd)
+    assert result.stdout == b"False\n", result.stderr
+    assert secret.read_bytes() == b"through the descriptor"
+
+
+def test_hidden_folders_look_empty(tmp_path):
+    shared = tmp_path / "site"
+    (shared / "transformer_course").mkdir(parents=True)
+    (shared / "transformer_course" / "attention.py").write_text("ANSWER = 42\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    code = f"import os\nprint(os.listdir({str(shared / 'transformer_course')!r}))\n"
+    result = python(work, code, read_only=[shared], hide=[shared / "transformer_course"])
+    assert result.stdout == b"[]\n", result.stderr
 
 
 def test_os_exit_is_reported_as_an_exit_code(tmp_path):

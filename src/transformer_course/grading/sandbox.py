@@ -7,11 +7,15 @@ One call of :func:`run_sandboxed` runs one command (a student's notebook, via th
   the command needs are mounted, read-only; nothing else of the machine exists inside (not the
   course repository, not the gradebook, not other students' files);
 * **one writable folder**, the submission's private working folder, mounted at ``/submission``, and a
-  private empty ``/tmp``;
-* **limits** on memory (address space), CPU time, number of processes, size of files written
-  and size of output read back (:class:`Limits`);
+  private empty ``/tmp`` of limited size;
+* **limits for the whole submission**, over all its processes together (:class:`Limits`): memory,
+  its ``/tmp`` included, and the number of processes, held by cgroups where the machine lets the
+  grader make them (:class:`SubmissionCgroups`), else by a watchdog and per-process limits (see
+  :func:`limits_in_force`); per process, CPU time and the size of a file;
 * **a wall-clock kill** that ends every process the command started: the command is pid 1 of its
-  own pid namespace, and when it dies the kernel ends everything else inside.
+  own pid namespace, and when it dies the kernel ends everything else inside;
+* **output kept up to a cap**: what is printed beyond it is read and dropped, with a note, and costs
+  the command nothing.
 
 bubblewrap works for ordinary users through unprivileged user namespaces; :func:`sandbox_problem`
 says, in words, why it cannot be used on a machine where it is missing or not permitted.
@@ -41,12 +45,16 @@ MiB = 1024**2
 class Limits:
     """What one sandboxed run may use. The defaults fit a chapter's notebook with room to spare."""
 
-    memory_bytes: int = 4 * GiB  # address space; torch alone maps about 1 GiB on import
-    cpu_seconds: int = 120  # CPU time, all threads together
+    memory_bytes: int = 4 * GiB  # all its processes together, its /tmp included
+    tmp_bytes: int = 1 * GiB  # the size of its /tmp (and counted in memory_bytes)
+    cpu_seconds: int = 120  # CPU time of one process, all its threads together
     wall_seconds: float = 180.0  # real time, then everything inside is killed
     processes: int = 64  # processes and threads the command may add
     file_bytes: int = 64 * MiB  # largest file it may write
-    output_bytes: int = 2 * MiB  # stdout and stderr each; beyond that the run is stopped
+    output_bytes: int = 2 * MiB  # stdout and stderr each; beyond that, output is dropped
+    # Address space of one process: a cap the kernel applies at once, where the total above is
+    # watched; torch alone maps about 1 GiB on import.
+    address_space_bytes: int = 4 * GiB
 
 
 @dataclass
@@ -58,7 +66,8 @@ class SandboxResult:
     stderr: bytes
     seconds: float
     timed_out: bool = False
-    output_overflow: bool = False
+    output_overflow: bool = False  # more than output_bytes was printed; the rest was dropped
+    memory_exceeded: bool = False  # the watchdog killed a process for the submission's memory
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -66,8 +75,6 @@ class SandboxResult:
         """Why the run was stopped or died, in words; None when it exited by itself, cleanly or not."""
         if self.timed_out:
             return "it ran out of time and was stopped"
-        if self.output_overflow:
-            return "it printed too much output and was stopped"
         # Killed by a signal: a negative code from bwrap itself, or 128 + signal from bwrap
         # reporting how the command inside died.
         number = None
@@ -81,7 +88,8 @@ class SandboxResult:
             except ValueError:
                 name = str(number)
             reason = {
-                "SIGKILL": "it was killed (usually: it used more memory or CPU time than allowed)",
+                "SIGKILL": "it was killed (usually: it used more memory or CPU time than allowed)"
+                if not self.memory_exceeded else "it was killed: it used more memory than allowed",
                 "SIGXCPU": "it used more CPU time than allowed",
                 "SIGXFSZ": "it wrote a file larger than allowed",
                 "SIGSEGV": "it crashed (segmentation fault)",
@@ -155,51 +163,209 @@ def _count_own_processes() -> int:
     return count
 
 
-class _PidsCgroup:
-    """A pids cgroup that caps the number of tasks, for when the grader runs as root.
+def _cgroup_places() -> dict[str, list[Path]]:
+    """Where a cgroup for each controller could be made: {controller: [folders]}.
 
-    RLIMIT_NPROC is what limits an ordinary user's processes, but the kernel never applies it
-    to uid 0, whatever namespace or capabilities the process has. Root can make a cgroup
-    instead (cgroup v2, or v1's pids hierarchy); everything the sandbox starts joins it, and
-    removing it at the end ends whatever is left.
+    cgroup v1 mounts one hierarchy per controller (``/sys/fs/cgroup/memory``...), v2 one for all
+    (``/sys/fs/cgroup``); a new cgroup goes below the one this process is in, or below the
+    hierarchy's root (which root may use).
     """
+    mounts: dict[str, Path] = {}
+    try:
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split()
+            separator = fields.index("-")
+            fstype, options = fields[separator + 1], fields[separator + 3].split(",")
+            if fstype == "cgroup2":
+                mounts.setdefault("", Path(fields[4]))
+            elif fstype == "cgroup":
+                for controller in ("memory", "pids"):
+                    if controller in options:
+                        mounts.setdefault(controller, Path(fields[4]))
+    except (OSError, ValueError, IndexError):
+        return {}
+    own: dict[str, str] = {}
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(",") if controllers else [""]:
+                own[controller] = path
+    except (OSError, ValueError):
+        pass
+    places: dict[str, list[Path]] = {"memory": [], "pids": []}
+    for controller in ("memory", "pids"):
+        for key in (controller, ""):  # its v1 hierarchy first, then v2
+            if key in mounts:
+                root = mounts[key]
+                mine = root / own.get(key, "/").lstrip("/")
+                places[controller] += [p for p in dict.fromkeys([mine, root]) if p.is_dir()]
+    return places
 
-    def __init__(self, max_tasks: int) -> None:
-        self.path: Path | None = None
-        for parent in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
-            if (parent / "cgroup.procs").exists() and os.access(parent, os.W_OK):
-                if parent.name != "pids" and "pids" not in (parent / "cgroup.controllers").read_text().split():
+
+class SubmissionCgroups:
+    """cgroups that hold every process of one sandbox: its memory (the pages of its ``/tmp``
+    are charged to it too) and its number of processes, whoever started them. Made where this
+    user may make them (root, or a delegated cgroup v2 subtree); elsewhere ``memory`` or
+    ``pids`` stays False and the sandbox falls back (see :func:`limits_in_force`). Removing them
+    at the end ends whatever is left inside."""
+
+    def __init__(self, memory_bytes: int, max_tasks: int) -> None:
+        self.folders: list[Path] = []
+        self.memory = self.pids = False
+        name = f"transformer-course-{os.getpid()}-{time.monotonic_ns()}"
+        for controller, places in _cgroup_places().items():
+            for place in places:
+                folder = place / name
+                if folder in self.folders:  # v2: one folder holds both controllers
+                    made = True
+                else:
+                    made = _make_cgroup(folder)
+                if not made:
                     continue
-                path = parent / f"transformer-course-{os.getpid()}-{time.monotonic_ns()}"
-                try:
-                    path.mkdir()
-                    (path / "pids.max").write_text(str(max_tasks))
-                except OSError:
+                if controller == "memory" and _limit_memory(folder, memory_bytes):
+                    self.memory = True
+                elif controller == "pids" and _write(folder / "pids.max", str(max_tasks)):
+                    self.pids = True
+                else:
+                    if folder not in self.folders:
+                        _remove_cgroup(folder)
                     continue
-                self.path = path
+                if folder not in self.folders:
+                    self.folders.append(folder)
                 break
 
     def join(self) -> None:  # in the child, before exec
-        if self.path is not None:
-            (self.path / "cgroup.procs").write_text(str(os.getpid()))
+        for folder in self.folders:
+            (folder / "cgroup.procs").write_text(str(os.getpid()))
+
+    def processes(self) -> list[int]:
+        found: set[int] = set()
+        for folder in self.folders:
+            try:
+                found.update(int(p) for p in (folder / "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+        return sorted(found)
 
     def remove(self) -> None:
-        if self.path is None:
-            return
-        for _ in range(50):
-            pids = (self.path / "cgroup.procs").read_text().split()
+        """Kill whatever is left inside, wait until it is gone, and remove the cgroups."""
+        for _ in range(250):
+            pids = self.processes()
             if not pids:
                 break
             for pid in pids:
                 try:
-                    os.kill(int(pid), signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             time.sleep(0.02)
+        for folder in self.folders:
+            _remove_cgroup(folder)
+
+
+def _write(path: Path, value: str) -> bool:
+    try:
+        path.write_text(value)
+        return True
+    except OSError:
+        return False
+
+
+def _make_cgroup(folder: Path) -> bool:
+    try:
+        folder.mkdir()
+        return True
+    except OSError:
+        return False
+
+
+def _remove_cgroup(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _limit_memory(folder: Path, memory_bytes: int) -> bool:
+    if (folder / "memory.max").exists():  # v2: no swap either, so the limit is the limit
+        return _write(folder / "memory.max", str(memory_bytes)) and (
+            not (folder / "memory.swap.max").exists() or _write(folder / "memory.swap.max", "0"))
+    if (folder / "memory.limit_in_bytes").exists():  # v1
+        ok = _write(folder / "memory.limit_in_bytes", str(memory_bytes))
+        if (folder / "memory.memsw.limit_in_bytes").exists():
+            _write(folder / "memory.memsw.limit_in_bytes", str(memory_bytes))
+        return ok
+    return False
+
+
+def limits_in_force(cgroups: SubmissionCgroups | None = None) -> list[str]:
+    """How the limits of a submission hold on this machine, in words (for the instructor)."""
+    cgroups = cgroups or SubmissionCgroups(GiB, 64)
+    try:
+        memory = ("memory: a cgroup holds all the submission's processes and its /tmp under the limit"
+                  if cgroups.memory else
+                  "memory: no cgroup can be made here, so a watchdog adds up the memory of all the "
+                  "submission's processes and its /tmp ten times a second and stops the largest process "
+                  "past the limit; each process is also capped at once by its address space")
+        processes = ("processes: a cgroup caps the number of processes" if cgroups.pids else
+                     "processes: capped per user by RLIMIT_NPROC" if os.getuid() != 0 else
+                     "processes: NOT capped (running as root without a pids cgroup)")
+    finally:
+        if cgroups is not None:
+            cgroups.remove()
+    return [memory, processes]
+
+
+class MemoryWatchdog(threading.Thread):
+    """Where no memory cgroup can be made: every ``interval`` seconds, add up the resident memory
+    of every process in the sandbox's pid namespace and what its /tmp holds, and kill the
+    largest process when the total passes the limit."""
+
+    def __init__(self, outer_pid: int, limit: int, interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.outer_pid, self.limit, self.interval = outer_pid, limit, interval
+        self.stopped = threading.Event()
+        self.killed = False
+
+    def _namespace(self) -> tuple[str | None, int | None]:
+        """The sandbox's pid namespace (that of bubblewrap's child), and its pid 1 as seen here."""
         try:
-            self.path.rmdir()
-        except OSError:
-            pass
+            children = Path(f"/proc/{self.outer_pid}/task/{self.outer_pid}/children").read_text().split()
+            inner = int(children[0])
+            return os.readlink(f"/proc/{inner}/ns/pid"), inner
+        except (OSError, IndexError, ValueError):
+            return None, None
+
+    def run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        namespace, init = None, None
+        while not self.stopped.wait(self.interval):
+            if namespace is None:
+                namespace, init = self._namespace()
+                continue
+            sizes = {}
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    if os.readlink(f"/proc/{entry.name}/ns/pid") != namespace:
+                        continue
+                    with open(f"/proc/{entry.name}/statm") as f:
+                        sizes[int(entry.name)] = int(f.read().split()[1]) * page
+                except (OSError, ValueError, IndexError):
+                    continue
+            try:
+                tmp = os.statvfs(f"/proc/{init}/root/tmp")
+                used = (tmp.f_blocks - tmp.f_bfree) * tmp.f_frsize
+            except OSError:
+                used = 0
+            if sizes and sum(sizes.values()) + used > self.limit:
+                largest = max(sizes, key=sizes.get)
+                try:
+                    os.kill(largest, signal.SIGKILL)
+                    self.killed = True
+                except ProcessLookupError:
+                    pass
 
 
 def _limit(kind: int, value: int) -> None:
@@ -215,14 +381,19 @@ def run_sandboxed(
     *,
     limits: Limits = Limits(),
     read_only: Sequence[Path] = (),
+    hide: Sequence[Path] = (),
     env: dict[str, str] | None = None,
     stdin: bytes = b"",
+    pass_fds: Sequence[int] = (),
 ) -> SandboxResult:
     """Run ``argv`` in a fresh sandbox whose only writable folder is ``workdir`` (at ``/submission``).
 
     ``read_only`` lists more host folders to mount read-only at the same path (a virtual
-    environment's packages, say). The environment is empty apart from ``env``, ``HOME=/submission``
-    and a plain ``PATH``. Raises RuntimeError when the sandbox cannot run (see sandbox_problem).
+    environment's packages, say); ``hide`` folders inside those that must look empty (an installed
+    copy of the course). ``pass_fds`` are open files of the caller the command may use (and no other).
+    The environment is empty apart from ``env``, ``HOME=/submission`` and a plain ``PATH``.
+    Returns once every process of the sandbox has ended. Raises RuntimeError when the sandbox
+    cannot run (see sandbox_problem).
     """
     problem = sandbox_problem()
     if problem:
@@ -231,11 +402,15 @@ def run_sandboxed(
                    "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
     # /tmp first: the read-only folders may lie under /tmp (a course cloned there), and a
     # tmpfs mounted after them would hide them.
-    command = [bwrap_path(), "--tmpfs", "/tmp", *_system_binds(read_only)]
+    command = [bwrap_path(), "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp", *_system_binds(read_only)]
+    for folder in hide:
+        if Path(folder).is_dir():
+            command += ["--tmpfs", str(Path(folder).resolve())]
     command += [
         "--unshare-all",  # no network, own pid/ipc/uts/cgroup namespaces
         "--unshare-user",  # and a user namespace even when started by root: no capabilities,
         "--cap-drop", "ALL",  # so the process limit below holds for root too
+        "--disable-userns",  # and no further user namespaces inside, which would give some back
         "--die-with-parent",  # if the grader dies, so does the sandbox
         "--new-session",  # no access to the grader's terminal
         "--dev", "/dev", "--proc", "/proc",
@@ -248,37 +423,43 @@ def run_sandboxed(
     command += ["--", *argv]
 
     processes = _count_own_processes() + limits.processes
-    cgroup = _PidsCgroup(limits.processes) if os.getuid() == 0 else None
+    cgroups = SubmissionCgroups(limits.memory_bytes, limits.processes)
     notes = []
-    if cgroup is not None and cgroup.path is None:
+    if os.getuid() == 0 and not cgroups.pids:
         notes.append("running as root without a pids cgroup: the number of processes is not limited")
 
     def apply_limits() -> None:  # runs in the child, before bwrap starts
-        if cgroup is not None:
-            cgroup.join()
-        _limit(resource.RLIMIT_AS, limits.memory_bytes)
+        cgroups.join()
+        _limit(resource.RLIMIT_AS, limits.address_space_bytes)
         _limit(resource.RLIMIT_CPU, limits.cpu_seconds)
         _limit(resource.RLIMIT_FSIZE, limits.file_bytes)
         _limit(resource.RLIMIT_NPROC, processes)
         _limit(resource.RLIMIT_CORE, 0)
 
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        preexec_fn=apply_limits, start_new_session=True,
-    )
+    try:
+        proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=apply_limits, start_new_session=True, pass_fds=tuple(pass_fds),
+        )
+    except BaseException:
+        cgroups.remove()
+        raise
+    watchdog = None
+    if not cgroups.memory:
+        watchdog = MemoryWatchdog(proc.pid, limits.memory_bytes)
+        watchdog.start()
     overflow = threading.Event()
     streams: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
 
     def drain(name: str, pipe) -> None:
+        """Keep up to output_bytes; read and drop the rest, so the command never blocks on it."""
         buffer = streams[name]
         while chunk := pipe.read(65536):
-            if len(buffer) < limits.output_bytes:
-                buffer += chunk[: limits.output_bytes - len(buffer)]
-            else:
+            kept = chunk[: max(0, limits.output_bytes - len(buffer))]
+            buffer += kept
+            if len(kept) < len(chunk):
                 overflow.set()
-                _kill(proc)
-                break
 
     readers = [threading.Thread(target=drain, args=(n, getattr(proc, n)), daemon=True) for n in streams]
     for reader in readers:
@@ -295,10 +476,12 @@ def run_sandboxed(
         timed_out = True
         _kill(proc)
         proc.wait()
+    if watchdog is not None:
+        watchdog.stopped.set()
+        watchdog.join()
+    cgroups.remove()  # whatever is left inside ends here, before anyone reads what it wrote
     for reader in readers:
         reader.join(timeout=5)
-    if cgroup is not None:
-        cgroup.remove()
     return SandboxResult(
         returncode=proc.returncode,
         stdout=bytes(streams["stdout"]),
@@ -306,6 +489,7 @@ def run_sandboxed(
         seconds=time.perf_counter() - start,
         timed_out=timed_out,
         output_overflow=overflow.is_set(),
+        memory_exceeded=bool(watchdog and watchdog.killed),
         notes=notes,
     )
 
