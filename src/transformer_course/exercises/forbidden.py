@@ -111,30 +111,52 @@ STARTS_ELSEWHERE = frozenset({"start_new_thread", "start_new", "_start_new_threa
                               "spawnv", "spawnve"})
 
 
-def source_violation(exercise: Exercise, source: str) -> str | None:
-    """What forbidden thing the source code of an answer names, or None (syntax-tree look)."""
+def _parse(source: str) -> ast.AST | None:
     try:
-        tree = ast.parse(source)
+        return ast.parse(source)
     except SyntaxError:
         return None  # it will fail to run, with its own message
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute):
-            for rule in exercise.forbidden:
-                if node.attr in rule.attribute_names:
-                    return f"calls {rule.label}"
-            if node.attr in TAMPERING:
-                return f"uses `{node.attr}`, which interferes with the grader"
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
-                alias.name for alias in node.names
-            ]
-            if any(is_reference_module(m) for m in modules if m):
-                return "imports the course's reference implementation"
-            if any(m.split(".")[0] in TAMPERING for m in modules if m):
-                return "imports `ctypes`, which can switch off the checks"
+
+
+def _imported(node: ast.AST) -> tuple[list[str], list[str]]:
+    """(modules, names) an import statement brings in; ([], []) for any other node."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names], []
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""], [alias.name for alias in node.names]
+    return [], []
+
+
+def tampering_in_source(source: str) -> str | None:
+    """What in ``source`` could switch off or get around the run-time watch (``sys.setprofile``,
+    ``ctypes``, walking the garbage collector's objects...), said as "uses `ctypes`", or None.
+    A course notebook has no use for any of them."""
+    tree = _parse(source)
+    for node in ast.walk(tree) if tree is not None else ():
+        modules, names = _imported(node)
+        for name in [*(m.split(".")[0] for m in modules if m), *names]:
+            if name in TAMPERING:
+                return f"uses `{name}`"
+        if isinstance(node, ast.Attribute) and node.attr in TAMPERING:
+            return f"uses `{node.attr}`"
+    return None
+
+
+def source_violation(exercise: Exercise, source: str) -> str | None:
+    """What forbidden thing the source code of an answer names, or None (syntax-tree look)."""
+    tree = _parse(source)
+    for node in ast.walk(tree) if tree is not None else ():
+        modules, names = _imported(node)
+        called = [node.attr] if isinstance(node, ast.Attribute) else names
+        for rule in exercise.forbidden:
+            if any(name in rule.attribute_names for name in called):
+                return f"calls {rule.label}"
+        if any(is_reference_module(m) for m in modules if m):
+            return "imports the course's reference implementation"
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and "transformer_course" in node.value:
             return "names the course's reference implementation"
-    return None
+    tampering = tampering_in_source(source)
+    return f"{tampering}, which interferes with the grader" if tampering else None
 
 
 class Tripwire:

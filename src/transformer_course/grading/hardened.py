@@ -3,32 +3,38 @@
 For each submission (see the grading design in the course's design notes):
 
 1. the notebook is read strictly and rebuilt on the pristine assignment (:mod:`.canonical`);
-2. a fresh folder gets a copy of this package, the canonical cells and a job: every exercise's
-   inputs, drawn from a per-run secret seed, plus the inputs its visible checks use;
-3. the probe (:mod:`.probe`) runs there in a sandbox (:mod:`.sandbox`) and writes back the
-   student's outputs as plain arrays;
-4. here, outside, the outputs are replayed through the visible checks and compared with the
-   reference, with the same messages as in the notebook, and scored.
+2. the hidden inputs are drawn from a seed of this student's own (from the run's secret and the
+   student's id), and the reference's outputs on them computed, here, outside;
+3. the probe (:mod:`.probe`) runs in a sandbox (:mod:`.sandbox`) holding the **student side** of
+   the course only (the visible checks, the setup's building blocks), and checks each exercise in
+   a process of its own, which gets that exercise's inputs and the slices of the course it builds
+   on (:mod:`.slices`) through a file of the grader's, and hands back plain numbers through another;
+4. here, once every process of the sandbox has ended, the numbers are read strictly (sizes
+   checked before anything is decoded, no pickle, nothing followed), replayed through the visible
+   checks and compared with the reference, with the same messages as in the notebook, and scored.
 
-Student code never sees the tests, the reference or the scores, and nothing it writes is loaded
-with pickle. A crash, a timeout or a limit costs the exercises it prevented, with a message.
+Nothing that passes an exercise's checks is ever in the process that runs the student's code for
+it. A crash, a timeout or a limit costs the exercise it happened in, with a message.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
+import hmac
 import json
 import os
 import secrets
 import shutil
 import site
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import nbformat
 import numpy as np
@@ -37,21 +43,27 @@ import torch
 from .. import exercises
 from ..exercises import Case, Exercise, ExerciseFailure
 from ..exercises.compare import call_student, normalise_outputs, run_case
-from ..exercises.forbidden import forbidden_message, is_reference_module, source_violation
+from ..exercises.forbidden import forbidden_message, source_violation, tampering_in_source
 from . import hidden_tests
 from .canonical import Canonical, canonicalise, read_notebook
 from .hidden import compare_with_reference, exact_matmuls
+from .probe import MAGIC
 from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult, error_result
 from .sandbox import Limits, SandboxResult, run_sandboxed, sandbox_problem
+from .slices import pickle_with_globals, slice_modules
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-MAX_RESULT_BYTES = 64 * 1024**2  # what one exercise's outputs may weigh when read back
+MAX_RESULT_BYTES = 64 * 1024**2  # one exercise's result file, arrays included
+MAX_HEADER_BYTES = 4 * 1024**2  # its description of the outputs (JSON)
+MAX_PROGRESS_BYTES = 256 * 1024
 RERUN_BUDGET = 2  # all runs of one submission together: at most this many times one run's wall clock
+ARRAY_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool",
+                "complex64", "complex128"}
 
 
 @dataclass
 class PreparedExercise:
-    """An exercise's inputs for one grading run, and what the reference makes of them."""
+    """An exercise's inputs for one student, and what the reference makes of them."""
 
     exercise: Exercise
     visible: list[Case]  # the calls its visible checks make, in order
@@ -62,8 +74,8 @@ class PreparedExercise:
 class Replay:
     """Plays a student's recorded outputs back to the visible checks, call by call."""
 
-    def __init__(self, exercise: Exercise, calls: list[dict], arrays: Any):
-        self.exercise, self.calls, self.arrays = exercise, calls, arrays
+    def __init__(self, exercise: Exercise, calls: list[dict]):
+        self.exercise, self.calls = exercise, calls
         self.index = 0
 
     def __call__(self, label: str | Case, *args: Any, **kwargs: Any) -> tuple:
@@ -74,25 +86,7 @@ class Replay:
         self.index += 1
         if "failure" in call:
             raise ExerciseFailure(call["failure"])
-        return tuple(decode(o, self.arrays) for o in call["outputs"])
-
-
-def decode(item: dict, arrays: Any) -> Any:
-    """The value :func:`.probe.encode` described, from plain JSON and numpy arrays."""
-    if "tensor" in item:
-        array = arrays[item["tensor"]]
-        tensor = torch.from_numpy(np.array(array))
-        dtype = getattr(torch, item["dtype"], None)
-        return tensor.to(dtype) if isinstance(dtype, torch.dtype) else tensor
-    if "value" in item:
-        return item["value"]
-    if "list" in item:
-        return [decode(v, arrays) for v in item["list"]]
-    if "tuple" in item:
-        return tuple(decode(v, arrays) for v in item["tuple"])
-    if "dict" in item:
-        return {k: decode(v, arrays) for k, v in item["dict"].items()}
-    return object()  # unsupported: compares unequal to anything
+        return call["outputs"]
 
 
 def _recorder(exercise: Exercise, reference: Callable, into: list[Case]) -> Callable[..., tuple]:
@@ -106,55 +100,29 @@ def _recorder(exercise: Exercise, reference: Callable, into: list[Case]) -> Call
     return call
 
 
-def reference_modules() -> list[str]:
-    """Every module of the reference implementation (what the sandbox must not show)."""
-    names = []
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
-        parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
-        name = ".".join(parts)
-        if is_reference_module(name) and parts[-1] != "__init__" and name != "transformer_course":
-            names.append(name)
-    return names
+def student_seed(run_seed: int, student: str) -> int:
+    """The seed of one student's hidden inputs: a keyed hash of their id with the run's secret
+    seed, so a classmate's outputs are worth nothing, and ``--seed`` replays every student."""
+    digest = hmac.new(run_seed.to_bytes(16, "big", signed=False), student.encode("utf-8"), hashlib.sha256)
+    return int.from_bytes(digest.digest()[:4], "big") & 0x7FFFFFFF
 
 
-def _imports(module: str) -> set[str]:
-    """The course modules that ``module``'s source imports."""
-    path = PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(".py")
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            name = node.module if node.level == 0 else ".".join(
-                [*module.split(".")[: -node.level], node.module])
-            found.add(name)
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-    return {m for m in found if m.startswith("transformer_course")}
+def visible_cases(exercise: Exercise) -> list[Case]:
+    """The calls the exercise's visible checks make (recorded by running them on the reference)."""
+    tests = hidden_tests.get(exercise.function)
+    uses = {name: hidden_tests.get(name).load_reference() for name in exercise.uses}
+    from ..exercises.running import with_globals
+
+    visible: list[Case] = []
+    exercise.visible_checks(_recorder(exercise, with_globals(tests.load_reference(), uses), visible))
+    return visible
 
 
-def modules_to_hide(assignment: str, modules: list[str]) -> list[str]:
-    """The reference modules a submission of ``assignment`` must not see: those holding its own
-    exercises' references, and every module that imports one of them (it would hand the answer
-    on). Earlier chapters' modules stay importable: a notebook may build on them (``uses``)."""
-    hidden = {hidden_tests.get(e.function).reference_module for e in exercises.for_assignment(assignment)}
-    imports = {m: _imports(m) for m in modules}
-    changed = True
-    while changed:
-        changed = False
-        for module, names in imports.items():
-            if module not in hidden and names & hidden:
-                hidden.add(module)
-                changed = True
-    return sorted(hidden & set(modules))
-
-
-def prepare_exercise(exercise: Exercise, seed: int) -> PreparedExercise:
-    """Record the visible checks' calls and draw the hidden cases (CPU, from ``seed``)."""
+def prepare_exercise(exercise: Exercise, seed: int, visible: list[Case]) -> PreparedExercise:
+    """Draw the hidden cases from ``seed`` (CPU) and compute the reference's outputs on them."""
     tests = hidden_tests.get(exercise.function)
     reference = tests.load_reference()
-    visible: list[Case] = []
-    exercise.visible_checks(_recorder(exercise, reference, visible))
-    generator = torch.Generator().manual_seed(seed)
-    hidden = tests.make_cases(generator)
+    hidden = tests.make_cases(torch.Generator().manual_seed(seed))
     expected = []
     with exact_matmuls():
         for case in hidden:
@@ -162,6 +130,112 @@ def prepare_exercise(exercise: Exercise, seed: int) -> PreparedExercise:
             with torch.no_grad():
                 expected.append(normalise_outputs(exercise, run_case(reference, exact), exact))
     return PreparedExercise(exercise, visible, hidden, expected)
+
+
+# --------------------------------------------------------------------------- what the sandbox holds
+
+
+def _course_imports(module: str) -> set[str]:
+    """The course modules that ``module``'s source imports (anywhere in it, lazily too)."""
+    path = _module_path(module)
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                name = node.module or ""
+            else:
+                base = package[: len(package) - (node.level - 1)]
+                name = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(name)
+            found.update(f"{name}.{a.name}" for a in node.names)  # `from package import module`
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.split(".")[0] == "transformer_course" and _exists(m)}
+
+
+def _module_path(module: str) -> Path:
+    path = PACKAGE_DIR.joinpath(*module.split(".")[1:])
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+
+
+def _exists(module: str) -> bool:
+    return _module_path(module).is_file()
+
+
+def setup_imports(pristine: nbformat.NotebookNode) -> set[str]:
+    """The course modules the assignment's setup cell imports."""
+    found: set[str] = set()
+    for cell in pristine.cells:
+        if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "setup":
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    found.add(node.module)
+                elif isinstance(node, ast.Import):
+                    found.update(a.name for a in node.names)
+    return {m for m in found if m.split(".")[0] == "transformer_course"}
+
+
+def student_side_modules() -> set[str]:
+    names = {"transformer_course", "transformer_course.checks", "transformer_course.exercises",
+             "transformer_course.grading", "transformer_course.grading.probe"}
+    names |= {f"transformer_course.exercises.{p.stem}" for p in (PACKAGE_DIR / "exercises").glob("*.py")
+              if p.stem != "__init__"}
+    return names
+
+
+def sandbox_modules(assignment: str, setup: set[str]) -> list[str]:
+    """The modules the sandbox of ``assignment`` holds, whole: the student side of the course, the
+    probe, and what the setup cell builds on, with everything they import. Raises ValueError if
+    that would include a module holding one of the assignment's own answers, or the grader side."""
+    todo = sorted(student_side_modules() | setup)
+    found: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in found:
+            continue
+        found.add(module)
+        todo.extend(_course_imports(module) - found)
+    answers = {hidden_tests.get(e.function).reference_module for e in exercises.for_assignment(assignment)}
+    grader = {m for m in found if m.startswith("transformer_course.grading.")
+              and m not in {"transformer_course.grading.probe", "transformer_course.grading.hidden_spec"}}
+    if found & answers or grader:
+        raise ValueError(f"the sandbox of {assignment} would hold {sorted((found & answers) | grader)}, "
+                         "which hold answers: check what the setup cell and the student side import")
+    return sorted(found)
+
+
+def build_package(target: Path, modules: list[str]) -> Path:
+    """Copy ``modules`` (and the recorded outputs) into ``target``/transformer_course; return target."""
+    for module in modules:
+        source = _module_path(module)
+        destination = target / source.relative_to(PACKAGE_DIR.parent)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination)
+    recorded = PACKAGE_DIR / "exercises" / "recorded"
+    if recorded.is_dir():
+        shutil.copytree(recorded, target / "transformer_course" / "exercises" / "recorded", dirs_exist_ok=True)
+    return target
+
+
+def installed_copies(mounted: list[Path]) -> list[Path]:
+    """Copies of the course a sandbox with ``mounted`` folders could read: installed packages in
+    them, and this package or the course folder where they lie below one of them."""
+    course = [PACKAGE_DIR, PACKAGE_DIR.parent.parent / "solutions"]
+    found = [Path(m) / "transformer_course" for m in mounted if (Path(m) / "transformer_course").is_dir()]
+    found += [c for c in course if c.is_dir() and any(_below(c, m) for m in mounted)]
+    return found
+
+
+def _below(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- the grader
 
 
 class HardenedBackend:
@@ -173,10 +247,10 @@ class HardenedBackend:
         self.assignment = assignment
         self.workdir = workdir
         self.sandboxed = sandboxed
-        self.seed = secrets.randbits(31) if seed is None else seed
+        self.seed = secrets.randbits(63) if seed is None else seed
         self.limits = limits or Limits()
         self.exercises = exercises.for_assignment(assignment)
-        self.prepared: list[PreparedExercise] = []
+        self.visible: dict[str, list[Case]] = {}
 
     @property
     def notebook_names(self) -> list[str]:
@@ -194,13 +268,11 @@ class HardenedBackend:
                 f"no student notebook in notebooks/{self.assignment}: run `transformer-course release`"
             )
         self.pristine = nbformat.read(self.root / "notebooks" / self.assignment / name, as_version=4)
-        self.prepared = [prepare_exercise(e, self.seed) for e in self.exercises]
-        self.package = self.workdir / "package"
-        shutil.copytree(PACKAGE_DIR, self.package / "transformer_course",
-                        ignore=shutil.ignore_patterns("__pycache__", "templates", "*.pyc"))
-        self.modules = reference_modules()
-        self.hidden_modules = modules_to_hide(self.assignment, self.modules)
-        self.site_packages = [p for p in site.getsitepackages() if Path(p).is_dir()]
+        self.visible = {e.function: visible_cases(e) for e in self.exercises}
+        self.modules = sandbox_modules(self.assignment, setup_imports(self.pristine))
+        self.package = build_package(self.workdir / "package", self.modules)
+        self.site_packages = [Path(p) for p in site.getsitepackages() if Path(p).is_dir()]
+        self.hide = installed_copies([*self.site_packages, Path(sys.base_prefix), Path("/usr"), Path("/etc")])
 
     def error_result(self, result: StudentResult, message: str) -> StudentResult:
         return error_result(result, self.exercises, message)
@@ -221,25 +293,28 @@ class HardenedBackend:
                 "is it the right notebook?"
             )
         result.notes.extend(notes + canonical.notes)
+        seed = student_seed(self.seed, student)
+        prepared = [prepare_exercise(e, seed, self.visible[e.function]) for e in self.exercises]
         folder = self.workdir / "runs" / student
         try:
-            probed = self._probe(folder, canonical)
+            probed = self._probe(folder, canonical, prepared)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         result.notes.extend(probed.notes)
-        result.exercises = self._score(canonical, probed)
+        result.exercises = self._score(canonical, prepared, probed)
         return result
 
-    def _probe(self, folder: Path, canonical: Canonical) -> Probed:
+    def _probe(self, folder: Path, canonical: Canonical, prepared: list[PreparedExercise]) -> Probed:
         """Run the probe until every exercise is checked or accounted for.
 
-        A run that dies (a crash, a timeout, a limit) is run again without what killed it: the
-        cell it was running, or the exercise it was checking; that exercise alone is lost, with
-        the reason. Every rerun removes one cell or one exercise, and all of them together get
-        at most ``RERUN_BUDGET`` times the wall-clock limit of one run.
+        Inside one run, an exercise whose process dies or hangs costs that exercise, and a cell
+        that kills or hangs another exercise's process is left out for the rest (see
+        :func:`.probe.run_exercise`). If the probe itself is ended (by a student's code, say),
+        the exercises it had not reached are run again in a fresh sandbox; all runs of one
+        submission together get at most ``RERUN_BUDGET`` times the wall-clock limit of one.
         """
         probed = Probed()
-        remaining = [p for p in self.prepared if p.exercise.function not in canonical.problems]
+        remaining = [p for p in prepared if p.exercise.function not in canonical.problems]
         skip_cells: set[int] = set()
         deadline = time.monotonic() + RERUN_BUDGET * self.limits.wall_seconds
         while remaining:
@@ -248,97 +323,126 @@ class HardenedBackend:
                 probed.stop(remaining, "not checked: the time for grading this notebook was used up "
                             "by the runs that were stopped before")
                 break
-            run, progress = self._run_probe(folder, canonical, remaining, skip_cells, left)
-            probed.read_back(folder, remaining)
-            remaining = [p for p in remaining if p.exercise.function not in probed.records]
-            if not remaining or progress[-1:] == ["done"]:
-                probed.stop(remaining, "not checked: the run ended without checking it")
+            run, progress = self._run_probe(folder, canonical, remaining, skip_cells, left, probed)
+            probed.account(run, progress, canonical, remaining, skip_cells)
+            reached = [p for p in remaining if p.exercise.function in probed.records
+                       or p.exercise.function in probed.stopped]
+            if not reached and remaining:  # the probe could not start, or ended before any exercise
+                probed.stop(remaining, "not checked: " + _before_any_cell(run))
                 break
-            step = _last_step(progress)
-            why = "not checked: " + _where_it_stopped(step, run, started=bool(progress))
-            if step.kind == "cell" and step.cell is not None and step.cell < len(canonical.cells) \
-                    and step.cell not in skip_cells:
-                cell = canonical.cells[step.cell]
-                skip_cells.add(step.cell)
-                if cell.kind == "answer":
-                    probed.stop([p for p in remaining if p.exercise.function == cell.grade_id], why)
-                elif cell.kind == "added":
-                    probed.notes.append(f"a code cell you added stopped the grading run ({_why_it_ended(run)}); "
-                                        "it was left out and your answers were graded without it")
-                else:  # the course's own setup cell: nothing sensible runs without it
-                    probed.stop(remaining, why)
-                    break
-            elif step.kind == "exercise" and step.name in {p.exercise.function for p in remaining}:
-                probed.stop([p for p in remaining if p.exercise.function == step.name], why)
-            else:  # the probe did not start, or died in between: a rerun would end the same way
-                probed.stop(remaining, why)
-                break
-            remaining = [p for p in remaining if p.exercise.function not in probed.stopped]
+            remaining = [p for p in remaining if p not in reached]
         return probed
 
-    def _run_probe(self, folder: Path, canonical: Canonical, exercises_left: list[PreparedExercise],
-                   skip_cells: set[int], seconds_left: float) -> tuple[SandboxResult, list[str]]:
-        """One run of the probe in a fresh copy of ``folder``; how it ended and its progress."""
-        shutil.rmtree(folder, ignore_errors=True)  # nothing a previous run wrote is run again
-        shutil.copytree(self.package, folder)
-        job = {
+    def _run_probe(self, folder: Path, canonical: Canonical, left: list[PreparedExercise],
+                   skip_cells: set[int], seconds_left: float, probed: Probed) -> tuple[SandboxResult, list[dict]]:
+        """One run of the probe in a fresh ``folder``: how it ended and the progress it reported.
+        The records it wrote are read into ``probed`` after every process of it has ended."""
+        shutil.rmtree(folder, ignore_errors=True)
+        work, io = folder / "work", folder / "io"
+        work.mkdir(parents=True)
+        io.mkdir()
+        files: list[int] = []
+        try:
+            plan_exercises = []
+            for index, p in enumerate(left):
+                job = io / f"job-{index}"
+                job.write_bytes(self._job(p))
+                result = io / f"result-{index}"
+                job_fd = os.open(job, os.O_RDONLY)
+                result_fd = os.open(result, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                files += [job_fd, result_fd]
+                plan_exercises.append({"function": p.exercise.function, "job_fd": job_fd, "result_fd": result_fd})
+            progress_path = io / "progress"
+            progress_fd = os.open(progress_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            files.append(progress_fd)
+            run = self._start(work, canonical, plan_exercises, skip_cells, progress_fd, seconds_left, files)
+        finally:
+            for fd in files:
+                os.close(fd)
+        # Every process of the run has ended: now, and only now, read what it wrote.
+        for index, p in enumerate(left):
+            probed.results[p.exercise.function] = read_result(io / f"result-{index}")
+        return run, read_progress(io / "progress")
+
+    def _job(self, prepared: PreparedExercise) -> bytes:
+        """An exercise's job: the slices of the course its inputs and the references of the
+        exercises it builds on need (JSON), then those inputs and references, pickled."""
+        exercise = prepared.exercise
+        dependencies = {name: hidden_tests.get(name).load_reference() for name in exercise.uses}
+        payload, found = pickle_with_globals({"cases": prepared.visible + prepared.hidden,
+                                              "dependencies": dependencies})
+        slices = slice_modules(sorted(found), keep_whole=self.modules)
+        encoded = json.dumps(slices).encode("utf-8")
+        return struct.pack("<Q", len(encoded)) + encoded + payload
+
+    def _start(self, work: Path, canonical: Canonical, plan_exercises: list[dict], skip_cells: set[int],
+               progress_fd: int, seconds_left: float, fds: list[int]) -> SandboxResult:
+        seconds = min(self.limits.wall_seconds * RERUN_BUDGET, seconds_left)
+        plan = {
             "cells": [{"kind": c.kind, "grade_id": c.grade_id, "source": c.source} for c in canonical.cells],
             "skip_cells": sorted(skip_cells),
-            "exercises": [
-                {"function": p.exercise.function, "uses": list(p.exercise.uses), "cases": p.visible + p.hidden}
-                for p in exercises_left
-            ],
-            "reference_modules": self.modules,
-            "hidden_modules": self.hidden_modules,
+            "exercises": plan_exercises,
+            "progress_fd": progress_fd,
+            "path": [str(self.package), *map(str, self.site_packages)],
+            "child_seconds": self.limits.wall_seconds,
+            "total_seconds": max(1.0, seconds - 5),  # leaves the probe time to report before the kill
+            "sandboxed": self.sandboxed,
+            "wipe": ["/submission", "/tmp", "/dev/shm"] if self.sandboxed else [str(work)],
         }
-        torch.save(job, folder / "job.pt")
-        command = [_python(), "transformer_course/grading/probe.py", *self.site_packages]
-        env = {"MPLBACKEND": "Agg", "PROBE_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        limits = replace(self.limits, wall_seconds=min(self.limits.wall_seconds, seconds_left))
+        command = [_python(), "-I", "-S", str(self.package / "transformer_course" / "grading" / "probe.py")]
+        env = {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+        limits = Limits(**{**self.limits.__dict__, "wall_seconds": seconds})
+        stdin = json.dumps(plan).encode("utf-8")
         if self.sandboxed:
-            run = run_sandboxed(command, folder, limits=limits, read_only=self.site_packages, env=env)
-        else:
-            run = _run_unsandboxed(command, folder, limits, env)
-        return run, _read_text(folder / "progress.txt").splitlines()
+            return run_sandboxed(command, work, limits=limits, read_only=[self.package, *self.site_packages],
+                                 hide=self.hide, env=env, stdin=stdin, pass_fds=fds)
+        return _run_unsandboxed(command, work, limits, env, stdin, fds)
 
-    def _score(self, canonical: Canonical, probed: Probed) -> list[ExerciseResult]:
+    # ------------------------------------------------------------------ scoring
+
+    def _score(self, canonical: Canonical, prepared: list[PreparedExercise], probed: Probed) -> list[ExerciseResult]:
         scored = []
-        for prepared in self.prepared:
-            exercise = prepared.exercise
+        tampering = _tampering(canonical)
+        for p in prepared:
+            exercise = p.exercise
             if exercise.function in canonical.problems:
                 scored.append(_failed(exercise, canonical.problems[exercise.function]))
                 continue
-            violation = source_violation(exercise, canonical.answer(exercise.function) or "")
-            if violation:
+            violation = _forbidden_in_cells(exercise, canonical)
+            if tampering:
+                scored.append(_failed(exercise, tampering))
+            elif violation:
                 scored.append(_failed(exercise, forbidden_message(exercise, violation)))
+            elif exercise.function in probed.stopped:
+                scored.append(ExerciseResult(exercise.grade_id, 0.0, float(exercise.points), ERROR,
+                                             probed.stopped[exercise.function]))
             elif exercise.function in probed.records:
-                scored.append(self._check(prepared, *probed.records[exercise.function], probed.cell_errors))
+                scored.append(self._check(p, probed.records[exercise.function]))
             else:
-                message = probed.stopped.get(exercise.function, "not checked: the run ended without checking it")
-                scored.append(ExerciseResult(exercise.grade_id, 0.0, float(exercise.points), ERROR, message))
+                scored.append(ExerciseResult(exercise.grade_id, 0.0, float(exercise.points), ERROR,
+                                             "not checked: the run ended without checking it"))
         return scored
 
-    def _check(self, prepared: PreparedExercise, record: dict, arrays: dict | str,
-               cell_errors: list) -> ExerciseResult:
+    def _check(self, prepared: PreparedExercise, record: dict | str) -> ExerciseResult:
         exercise = prepared.exercise
+        if isinstance(record, str):
+            return _failed(exercise, record)
         if record.get("failure"):
             message = record["failure"]
-            own_error = [e for e in cell_errors if e["grade_id"] == exercise.function]
+            own_error = [e for e in record["cell_errors"] if e["grade_id"] == exercise.function]
             if own_error and "is not defined" in message:
                 message = f"the cell `{exercise.function}` raised {own_error[0]['error']}, so it defines nothing."
             return _failed(exercise, message)
-        if isinstance(arrays, str):
-            return _failed(exercise, arrays)
         try:
-            return self._compare(prepared, record["calls"], arrays)
-        except (KeyError, TypeError, ValueError) as error:  # a record not as the probe writes it
+            return self._compare(prepared, record["calls"])
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:  # not as the probe writes it
             return _failed(exercise, f"its outputs could not be read back ({type(error).__name__})")
 
-    def _compare(self, prepared: PreparedExercise, calls: list[dict], arrays: dict) -> ExerciseResult:
+    def _compare(self, prepared: PreparedExercise, calls: list[dict]) -> ExerciseResult:
         exercise = prepared.exercise
         n_visible = len(prepared.visible)
         try:
-            count = exercise.visible_checks(Replay(exercise, calls[:n_visible], arrays))
+            count = exercise.visible_checks(Replay(exercise, calls[:n_visible]))
             for index, (case, expected) in enumerate(zip(prepared.hidden, prepared.expected)):
                 position = n_visible + index
                 if position >= len(calls):
@@ -346,7 +450,7 @@ class HardenedBackend:
                 call = calls[position]
                 if "failure" in call:
                     raise ExerciseFailure(call["failure"])
-                outputs = tuple(decode(o, arrays) for o in call["outputs"])
+                outputs = call["outputs"]
                 outputs = normalise_outputs(exercise, outputs if len(exercise.output_names) > 1 else outputs[0], case)
                 compare_with_reference(exercise, outputs, expected, case)
                 count += 1
@@ -356,50 +460,151 @@ class HardenedBackend:
                               f"✓ {exercise.function}: all {count} checks passed.")
 
 
+def _tampering(canonical: Canonical) -> str | None:
+    """Why no exercise earns points, when one of the student's cells holds something that could
+    switch off the run-time watch (the grade does not rest on that watch, but a notebook that
+    tries to blind it is not graded as if it had not)."""
+    for cell in canonical.cells:
+        if cell.kind in ("answer", "added"):
+            found = tampering_in_source(cell.source)
+            if found:
+                where = f"the cell `{cell.grade_id}`" if cell.kind == "answer" else "a code cell you added"
+                return (f"{where} {found}, which can switch off the checks' watch for library calls, so no "
+                        "exercise of this notebook earns points while it is there. Remove it.")
+    return None
+
+
+def _forbidden_in_cells(exercise: Exercise, canonical: Canonical) -> str | None:
+    """A forbidden call in the exercise's answer cell, or in any cell of the student's that binds
+    the exercise's name (a later definition there is the one graded)."""
+    for cell in canonical.cells:
+        if cell.kind == "answer" and cell.grade_id == exercise.function or (
+                cell.kind in ("answer", "added") and _binds(cell.source, exercise.function)):
+            violation = source_violation(exercise, cell.source)
+            if violation:
+                return violation
+    return None
+
+
+def _binds(source: str, name: str) -> bool:
+    """Whether the module-level code of ``source`` binds ``name`` (def, class, assignment,
+    import, loop or with target), or rebinds globals in a way that cannot be told statically."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+    def visit(node: ast.AST) -> bool:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id == name:
+            return True
+        if isinstance(node, ast.alias) and (node.asname or node.name.split(".")[0]) == name:
+            return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
+                "globals", "exec", "setattr", "vars"):
+            return True
+        if isinstance(node, ast.Global):
+            return name in node.names
+        return any(visit(child) for child in ast.iter_child_nodes(node)
+                   if not isinstance(node, scopes) or child in getattr(node, "decorator_list", []))
+
+    return visit(tree)
+
+
+# --------------------------------------------------------------------------- what came back
+
+
 @dataclass
 class Probed:
-    """What the probe's runs of one submission brought back, read into memory after each run."""
+    """What the probe's runs of one submission brought back."""
 
-    records: dict[str, tuple[dict, dict | str]] = field(default_factory=dict)  # record, arrays or why not
+    results: dict[str, dict | str] = field(default_factory=dict)  # exercise -> record, or why unreadable
+    records: dict[str, dict | str] = field(default_factory=dict)  # exercises the probe finished
     stopped: dict[str, str] = field(default_factory=dict)  # exercise -> why it was not checked
-    cell_errors: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def stop(self, prepared: list[PreparedExercise], why: str) -> None:
         for p in prepared:
             self.stopped.setdefault(p.exercise.function, why)
 
-    def read_back(self, folder: Path, prepared: list[PreparedExercise]) -> None:
-        """Keep the records this run wrote (plain JSON and arrays, never pickle)."""
-        results = folder / "results"
-        for error in _read_json(results / "cells.json") or []:
-            if isinstance(error, dict) and error not in self.cell_errors:
-                self.cell_errors.append(error)
-        for p in prepared:
-            function = p.exercise.function
-            record = _read_json(results / f"{function}.json")
-            if not isinstance(record, dict):
-                continue
-            self.records[function] = (record, _read_arrays(results / f"{function}.npz"))
+    def account(self, run: SandboxResult, progress: list[dict], canonical: Canonical,
+                remaining: list[PreparedExercise], skip_cells: set[int]) -> None:
+        """Sort the run's exercises into finished, stopped (and why) and not reached."""
+        names = {p.exercise.function for p in remaining}
+        current = None
+        for event in progress:
+            kind = event.get("event")
+            if kind == "exercise" and event.get("function") in names:
+                current = event["function"]
+            elif kind == "skip" and isinstance(event.get("cell"), int) and 0 <= event["cell"] < len(canonical.cells):
+                index = event["cell"]
+                skip_cells.add(index)
+                cell = canonical.cells[index]
+                why = _why(str(event.get("how", "")), run)
+                if cell.kind == "answer" and cell.grade_id in names:
+                    self.stopped.setdefault(
+                        cell.grade_id, f"not checked: the run ended while running the cell `{cell.grade_id}`: {why}")
+                elif cell.kind == "added":
+                    self.notes.append(f"a code cell you added stopped the grading run ({why}); it was left out "
+                                      "and your answers were graded without it")
+            elif kind == "ended" and event.get("function") in names:
+                function = event["function"]
+                current = None
+                if event.get("how") == "done":
+                    if function not in self.stopped:
+                        self.records[function] = self.results.get(function, "its outputs could not be read back")
+                    continue
+                self.stopped.setdefault(function, "not checked: " + _where(function, event, canonical, run))
+        if current is not None:  # the probe itself ended while this exercise was being checked
+            self.stopped.setdefault(current, f"not checked: the run ended while `{current}` was being checked: "
+                                             f"{_why_it_ended(run)}")
+        if run.output_overflow:
+            note = ("your notebook printed more than it may while it was graded (stdout or stderr over "
+                    f"{Limits().output_bytes // 1024**2} MB); the rest of the output was not kept")
+            if note not in self.notes:
+                self.notes.append(note)
 
 
-def _read_arrays(path: Path) -> dict | str:
-    """The arrays in ``path``, or why they cannot be read."""
-    if not path.is_file() or path.stat().st_size > MAX_RESULT_BYTES:
-        return "its outputs could not be read back (missing or far too large)"
-    try:
-        with np.load(path, allow_pickle=False) as arrays:
-            return dict(arrays)
-    except (ValueError, OSError, KeyError, TypeError) as error:
-        return f"its outputs could not be read back ({type(error).__name__})"
+def _where(function: str, event: dict, canonical: Canonical, run: SandboxResult) -> str:
+    why = _why(str(event.get("how", "")), run)
+    where = str(event.get("where", ""))
+    words = where.split()
+    if len(words) == 2 and words[0] == "cell" and words[1].isdigit() and int(words[1]) < len(canonical.cells):
+        cell = canonical.cells[int(words[1])]
+        what = "a cell you added" if cell.kind == "added" else f"the cell `{cell.grade_id}`"
+        return f"the run ended while running {what}: {why}"
+    if where == "probe":
+        return f"the run ended while checking `{function}`: {why}"
+    if event.get("how") == "budget":
+        return "the time for grading this notebook was used up by the runs that were stopped before"
+    return f"the run ended before any cell ran: {why}"
 
 
-def _failed(exercise: Exercise, message: str) -> ExerciseResult:
-    return ExerciseResult(exercise.grade_id, 0.0, float(exercise.points), FAILED, message)
+def _why(how: str, run: SandboxResult) -> str:
+    """A child's end (as the probe reports it: "timeout", "signal SIGKILL", "exit 1") in words."""
+    if how == "timeout":
+        return "it ran out of time and was stopped"
+    if how.startswith("signal "):
+        name = how.split()[1]
+        if name == "SIGKILL" and run.memory_exceeded:
+            return "it was killed: it used more memory than allowed"
+        return {
+            "SIGKILL": "it was killed (usually: it used more memory or CPU time than allowed)",
+            "SIGXCPU": "it used more CPU time than allowed",
+            "SIGXFSZ": "it wrote a file larger than allowed",
+            "SIGSEGV": "it crashed (segmentation fault)",
+        }.get(name, f"it was ended by signal {name}")
+    if how.startswith("exit "):
+        code = how.split()[1]
+        return ("it ended the Python process early (os._exit, or a crash)" if code == "0"
+                else f"it exited with code {code}")
+    return "it ended for a reason the grader cannot tell"
 
 
 def _why_it_ended(run: SandboxResult) -> str:
-    """Why a run that did not finish ended, in words."""
+    """Why a whole run that did not finish ended, in words."""
     if run.ended_by:
         return run.ended_by
     if run.returncode:
@@ -407,54 +612,156 @@ def _why_it_ended(run: SandboxResult) -> str:
     return "it ended the Python process early (os._exit, or a crash)"
 
 
-class LastStep(NamedTuple):
-    """Where the probe was when its run ended: the last line it wrote to progress.txt."""
-
-    kind: str  # "cell", "exercise", or "" (no line, or not one the probe writes)
-    cell: int | None  # for "cell": its index among the canonical cells
-    name: str  # the cell's grade_id (or "added", "setup"), or the exercise's function
-
-
-def _last_step(progress: list[str]) -> LastStep:
-    """The probe writes "cell <index> <grade_id or kind>" and "exercise <function>"."""
-    words = progress[-1].split(" ", 2) if progress else []
-    if len(words) == 3 and words[0] == "cell":
-        return LastStep("cell", int(words[1]) if words[1].isdigit() else None, words[2])
-    if len(words) >= 2 and words[0] == "exercise":
-        return LastStep("exercise", None, words[1])
-    return LastStep("", None, "")
-
-
-def _where_it_stopped(step: LastStep, run: SandboxResult, started: bool) -> str:
-    """Which cell or exercise the run was in when it ended, and why, in words."""
+def _before_any_cell(run: SandboxResult) -> str:
     why = _why_it_ended(run)
-    if not started:  # the probe itself could not start: say what it printed, for the instructor
-        errors = run.stderr.decode("utf-8", "replace").strip().splitlines()
-        if errors:
-            why += f" ({errors[-1][:300]})"
-    if step.kind == "cell":
-        where = "a cell you added" if step.name == "added" else f"the cell `{step.name}`"
-        return f"the run ended while running {where}: {why}"
-    if step.kind == "exercise":
-        return f"the run ended while checking `{step.name}`: {why}"
+    errors = run.stderr.decode("utf-8", "replace").strip().splitlines()
+    if errors:  # the probe itself could not start: say what it printed, for the instructor
+        why += f" ({errors[-1][:300]})"
     return f"the run ended before any cell ran: {why}"
 
 
-def _read_text(path: Path, limit: int = 1024**2) -> str:
+def _failed(exercise: Exercise, message: str) -> ExerciseResult:
+    return ExerciseResult(exercise.grade_id, 0.0, float(exercise.points), FAILED, message)
+
+
+# --------------------------------------------------------------------------- reading it strictly
+
+
+def _read_capped(path: Path, limit: int) -> bytes | None:
+    """At most ``limit`` bytes of the regular file ``path`` (never following a link or opening a
+    pipe or device: the grader made these files itself, but it checks anyway), or None."""
     try:
-        with path.open("rb") as f:
-            return f.read(limit).decode("utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        return ""
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file() or path.stat().st_size > MAX_RESULT_BYTES:
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError):
-        return None
+        info = os.fstat(fd)
+        if not (info.st_mode & 0o170000 == 0o100000) or info.st_size > limit:
+            return None
+        chunks, size = [], 0
+        while size < info.st_size:
+            chunk = os.read(fd, min(1 << 20, info.st_size - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_progress(path: Path) -> list[dict]:
+    """The probe's progress events (JSON lines), read strictly; malformed lines are skipped."""
+    data = _read_capped(path, MAX_PROGRESS_BYTES) or b""
+    events = []
+    for line in data.splitlines()[:10_000]:
+        if len(line) > 4096:
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def read_result(path: Path) -> dict | str:
+    """One exercise's result file, decoded strictly: the record, its outputs as tensors and plain
+    values; or why it cannot be read. Every size is checked before anything is decoded, so the
+    work and memory are bounded by the file's size."""
+    data = _read_capped(path, MAX_RESULT_BYTES)
+    if data is None:
+        return "its outputs could not be read back (missing or far too large)"
+    if len(data) < 12 or data[:4] != MAGIC:
+        return "its outputs could not be read back (not written by the grader's probe)"
+    (length,) = struct.unpack("<Q", data[4:12])
+    if length > MAX_HEADER_BYTES or 12 + length > len(data):
+        return "its outputs could not be read back (their description is far too large)"
+    blob = memoryview(data)[12 + length:]
+    try:
+        header = json.loads(data[12:12 + length])
+        return _record(header, blob)
+    except (ValueError, TypeError, KeyError, RecursionError) as error:
+        return f"its outputs could not be read back ({type(error).__name__})"
+
+
+def _record(header: Any, blob: memoryview) -> dict:
+    if not isinstance(header, dict):
+        raise TypeError("not a record")
+    failure = header.get("failure")
+    if failure is not None and not isinstance(failure, str):
+        raise TypeError("failure")
+    calls = header.get("calls", [])
+    errors = header.get("cell_errors", [])
+    if not isinstance(calls, list) or not isinstance(errors, list) or len(calls) > 10_000 or len(errors) > 10_000:
+        raise TypeError("calls")
+    budget = [100_000]  # how many values may be decoded in all: linear in the header's size anyway
+    decoded = []
+    for call in calls:
+        if not isinstance(call, dict):
+            raise TypeError("call")
+        if "failure" in call:
+            decoded.append({"failure": str(call["failure"])[:20_000]})
+        else:
+            outputs = call.get("outputs")
+            if not isinstance(outputs, list) or len(outputs) > 16:
+                raise TypeError("outputs")
+            decoded.append({"outputs": tuple(_decode(o, blob, budget, 0) for o in outputs)})
+    cell_errors = [{"cell": e.get("cell"), "grade_id": e.get("grade_id") if isinstance(e.get("grade_id"), str)
+                    else None, "error": str(e.get("error", ""))[:500]} for e in errors if isinstance(e, dict)]
+    return {"failure": failure[:20_000] if failure else None, "calls": decoded, "cell_errors": cell_errors}
+
+
+def _decode(item: Any, blob: memoryview, budget: list[int], depth: int) -> Any:
+    """The value :func:`.probe.encode` described, from plain JSON and the raw arrays."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > 32 or not isinstance(item, dict) or len(item) != 1:
+        raise ValueError("not a value the probe writes")
+    ((kind, value),) = item.items()
+    if kind == "tensor":
+        return _tensor(value, blob)
+    if kind == "value":
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        raise TypeError("value")
+    if kind in ("list", "tuple"):
+        if not isinstance(value, list):
+            raise TypeError(kind)
+        items = [_decode(v, blob, budget, depth + 1) for v in value]
+        return items if kind == "list" else tuple(items)
+    if kind == "dict":
+        if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
+            raise TypeError("dict")
+        pairs = [(_decode(k, blob, budget, depth + 1), _decode(v, blob, budget, depth + 1)) for k, v in value]
+        if not all(isinstance(k, (str, int, float, bool, tuple)) or k is None for k, _ in pairs):
+            raise TypeError("dict key")
+        return dict(pairs)
+    if kind == "unsupported":  # something the probe could not write as numbers: equal to nothing,
+        name = str(value)[:60] if str(value).isidentifier() else "object"  # and messages name its type
+        return type(name, (), {"__repr__": lambda self: f"<a {name}>"})()
+    raise ValueError(kind)
+
+
+def _tensor(spec: Any, blob: memoryview) -> torch.Tensor:
+    if not isinstance(spec, dict):
+        raise TypeError("tensor")
+    dtype, array, shape = spec.get("dtype"), spec.get("array"), spec.get("shape")
+    offset, nbytes = spec.get("offset"), spec.get("nbytes")
+    if array not in ARRAY_DTYPES or not isinstance(shape, list) or len(shape) > 16 or not all(
+            isinstance(n, int) and 0 <= n for n in shape) or not isinstance(offset, int) or not isinstance(nbytes, int):
+        raise ValueError("tensor description")
+    itemsize = np.dtype(array).itemsize
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count * itemsize != nbytes or offset < 0 or offset + nbytes > len(blob):
+        raise ValueError("tensor size")
+    values = np.frombuffer(blob, dtype=np.dtype(array), count=count, offset=offset).reshape(shape).copy()
+    tensor = torch.from_numpy(values)
+    wanted = getattr(torch, str(dtype), None)
+    return tensor.to(wanted) if isinstance(wanted, torch.dtype) else tensor
+
+
+# --------------------------------------------------------------------------- without a sandbox
 
 
 def _python() -> str:
@@ -463,14 +770,16 @@ def _python() -> str:
     return str(Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}")
 
 
-def _run_unsandboxed(command: list[str], folder: Path, limits: Limits, env: dict) -> SandboxResult:
+def _run_unsandboxed(command: list[str], folder: Path, limits: Limits, env: dict, stdin: bytes,
+                     fds: list[int]) -> SandboxResult:
     """The probe as a plain subprocess with a time limit: for trusted code on machines with no
     sandbox, when the instructor asks for it."""
     start = time.perf_counter()
     try:
         done = subprocess.run(command, cwd=folder, capture_output=True, timeout=limits.wall_seconds,
-                              env={**os.environ, **env})
+                              env={**os.environ, **env}, input=stdin, pass_fds=fds)
         return SandboxResult(done.returncode, done.stdout[: limits.output_bytes],
-                             done.stderr[: limits.output_bytes], time.perf_counter() - start)
+                             done.stderr[: limits.output_bytes], time.perf_counter() - start,
+                             output_overflow=len(done.stdout) > limits.output_bytes)
     except subprocess.TimeoutExpired:
         return SandboxResult(None, b"", b"", time.perf_counter() - start, timed_out=True)
