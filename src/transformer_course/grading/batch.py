@@ -19,7 +19,7 @@ from .nbgrader_backend import NbgraderBackend
 from .report import summary_table, write_csv, write_feedback, write_json
 from .results import StudentResult
 from .sandbox import Limits
-from .submissions import collect, safe_id
+from .submissions import collect, unique_ids
 
 
 class Backend(Protocol):
@@ -75,7 +75,7 @@ def grade_folder(
             )
         out.mkdir(parents=True, exist_ok=True)
         backend.prepare()
-        students = _unique_ids(found)
+        students = unique_ids([s.student for s in found])
         with ThreadPoolExecutor(max_workers=jobs) as pool, tqdm(
             total=len(found), desc=f"grading {assignment}", unit="submission", disable=not progress,
             file=sys.stderr,
@@ -115,19 +115,6 @@ def keep_earlier_run(out: Path) -> Path | None:
     return target
 
 
-def _unique_ids(found: list) -> list[str]:
-    """A safe, distinct id per submission (two names may differ only in odd characters)."""
-    used: set[str] = set()
-    ids = []
-    for submission in found:
-        student = safe_id(submission.student)
-        while student in used:
-            student += "_"
-        used.add(student)
-        ids.append(student)
-    return ids
-
-
 def _grade_one(backend: Backend, submission, student: str, submissions: Path) -> StudentResult:
     """One submission's result; any failure becomes a per-student error, never an exception."""
     if submission.path is None:
@@ -144,6 +131,7 @@ def _grade_one(backend: Backend, submission, student: str, submissions: Path) ->
                 StudentResult(student, source), f"grading failed: {type(error).__name__}: {error}"
             )
     result.student = submission.student
+    result.id = student
     result.notes.extend(submission.notes)
     return result
 

@@ -12,7 +12,9 @@ costs that exercise only, with a message saying why.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -40,14 +42,23 @@ def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> ReadNotebo
     damaged ones left out, with a note. An answer in a damaged cell is kept as a placeholder that
     says so, so the damage costs only that exercise.
     """
-    size = path.stat().st_size
-    if size > max_bytes:
-        return _unreadable(
-            f"the file is {size / 1024**2:.0f} MB, more than the {max_bytes / 1024**2:.0f} MB a notebook "
-            "may have: clear its outputs (Edit → Clear Outputs of All Cells), save, and submit again"
-        )
+    try:  # never through a link, and never a pipe or a device, which could block the grader
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        why = "a link to another file" if os.path.islink(path) else error.strerror
+        return _unreadable(f"the file cannot be read as a notebook ({why})")
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return _unreadable("it is not a regular file, so it cannot be a notebook")
+        if info.st_size > max_bytes:
+            return _unreadable(
+                f"the file is {info.st_size / 1024**2:.0f} MB, more than the {max_bytes / 1024**2:.0f} MB a "
+                "notebook may have: clear its outputs (Edit → Clear Outputs of All Cells), save, and submit again"
+            )
+        raw = f.read(max_bytes + 1)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return _unreadable("the file is not text (UTF-8): is it really a notebook?")
     if not text.strip():

@@ -18,16 +18,25 @@ def exercise_titles(assignment: str) -> dict[str, str]:
     return {e.grade_id: f"{e.function}" for e in exercises.for_assignment(assignment)}
 
 
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a CSV cell no spreadsheet runs as a formula: a cell starting with = + - @ (or a
+    tab or carriage return) gets a leading apostrophe, the usual escape (OWASP's CSV injection
+    advice)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def write_csv(path: Path, assignment: str, results: list[StudentResult]) -> None:
-    """grades.csv: student, total, max_total, then one column per grade_id."""
+    """grades.csv: student, id (the feedback page's name), total, max_total, then one column per
+    grade_id."""
     grade_ids = [e.grade_id for e in exercises.for_assignment(assignment)]
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", "total", "max_total", *grade_ids])
+        writer.writerow(["student", "id", "total", "max_total", *grade_ids])
         for r in results:
             points = {e.grade_id: e.points for e in r.exercises}
             writer.writerow(
-                [r.student, f"{r.total:g}", f"{r.max_total:g}", *(f"{points.get(g, 0):g}" for g in grade_ids)]
+                [spreadsheet_safe(r.student), spreadsheet_safe(r.id or safe_id(r.student)), f"{r.total:g}",
+                 f"{r.max_total:g}", *(f"{points.get(g, 0):g}" for g in grade_ids)]
             )
 
 
@@ -49,7 +58,7 @@ def write_feedback(folder: Path, assignment: str, results: list[StudentResult]) 
     folder.mkdir(parents=True, exist_ok=True)
     for r in results:
         page = template.render(assignment=assignment, result=r, titles=titles)
-        (folder / f"{safe_id(r.student)}.html").write_text(page, encoding="utf-8")
+        (folder / f"{r.id or safe_id(r.student)}.html").write_text(page, encoding="utf-8")
 
 
 def feedback_text(assignment: str, result: StudentResult, name: str | None = None) -> str:

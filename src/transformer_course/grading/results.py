@@ -28,6 +28,9 @@ class StudentResult:
     exercises: list[ExerciseResult] = field(default_factory=list)
     error: str | None = None  # set when the submission as a whole could not be graded
     notes: list[str] = field(default_factory=list)  # things the instructor should know
+    # A distinct, file-safe id for this student in this run: names the feedback page, seeds the
+    # hidden inputs. Two names that differ only in accents or odd characters get different ids.
+    id: str = ""
 
     @property
     def total(self) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -43,8 +44,26 @@ class Submission:
 
 
 def safe_id(student: str) -> str:
-    """A student id usable as a folder name by nbgrader: other characters become '_'."""
-    return _SAFE.sub("_", student) or "_"
+    """A student id usable as a file and folder name (and by nbgrader): accents are dropped
+    ("José" -> "Jose"), other characters become '_'. Two students may get the same safe id:
+    :func:`unique_ids` tells them apart."""
+    plain = unicodedata.normalize("NFKD", student).encode("ascii", "ignore").decode("ascii")
+    return _SAFE.sub("_", plain).strip(".") or "_"
+
+
+def unique_ids(students: list[str]) -> list[str]:
+    """A distinct safe id per student, in order: "ana", "ana-2", ... where safe ids collide."""
+    used: set[str] = set()
+    ids = []
+    for student in students:
+        base = safe_id(student)
+        candidate, n = base, 1
+        while candidate.lower() in used:  # case too: "Ana" and "ana" may share a file system
+            n += 1
+            candidate = f"{base}-{n}"
+        used.add(candidate.lower())
+        ids.append(candidate)
+    return ids
 
 
 def _pick_notebook(folder: Path, expected: list[str]) -> tuple[Path | None, str | None, str | None]:
@@ -99,6 +118,12 @@ def find_submissions(folder: Path, expected: list[str], skip: Path | None = None
         if entry.name.startswith(".") or entry.name == "__MACOSX":
             continue
         if skip is not None and entry.resolve() == skip.resolve():
+            continue
+        if entry.is_symlink():  # a link could hand in someone else's notebook, or a file of the machine
+            student = student_of_folder(entry.name) if not entry.name.endswith(".ipynb") else \
+                student_of_file(entry.stem)[0]
+            found.setdefault(student, Submission(student, None, f"{entry.name} is a link, not a notebook "
+                                                                 "or a folder: links are not graded"))
             continue
         if entry.is_dir():
             student = student_of_folder(entry.name)
