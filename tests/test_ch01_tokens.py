@@ -485,6 +485,42 @@ def nearest_neighbours(query, table, k):
     assert "order indices, similarities" in message
 
 
+def test_ranking_by_euclidean_distance_is_named(tmp_path):
+    code = """
+import torch
+def nearest_neighbours(query, table, k):
+    distance = (query.unsqueeze(-2) - table).norm(dim=-1)
+    order = torch.argsort(distance, dim=-1)[..., :k]
+    similarity = cosine_similarity_matrix(query.unsqueeze(-2), table).squeeze(-2)
+    return order, torch.gather(similarity, -1, order)
+"""
+    message = failure("nearest_neighbours", solution_module(tmp_path, CH01, nearest_neighbours=code))
+    assert "rows [0, 2]" in message and "Euclidean distance" in message
+
+
+@pytest.mark.parametrize(
+    "name, code, phrases",
+    [
+        ("tokens_to_ids", "def tokens_to_ids(tokens, vocab):\n    return [vocab.get(t, 0) for t in tokens]\n",
+         ["tokens_to_ids(['a', 'b'], {'<pad>': 0, 'a': 1, '<unk>': 2}): ids[1] is 0, expected 2",
+          "Likely mistake: unknown tokens get id 0"]),
+        ("embed_tokens", "import math\ndef embed_tokens(token_ids, table):\n"
+                         "    return table[token_ids] / math.sqrt(table.shape[-1])\n",
+         ['the vectors of "How are you"', "Likely mistake: you divided by sqrt(d_model)"]),
+        ("cosine_similarity_matrix", "def cosine_similarity_matrix(a, b):\n"
+                                     "    return a / a.norm(dim=-1, keepdim=True) @ b.transpose(-2, -1)\n",
+         ["cosine_similarity_matrix(a, b) for a = [[1, 0], [1, 1]]", "Likely mistake: you normalised a but not b"]),
+    ],
+    ids=["unknown id 0", "embedding divided", "cosine of a only"],
+)
+def test_the_visible_checks_name_the_recorded_mistakes(tmp_path, name, code, phrases):
+    """The visible checks name a typical mistake from its outputs on their own inputs, recorded by
+    the grader side: the message is the visible check's (its worked example), with the mistake."""
+    message = failure(name, student_module(tmp_path, code))
+    for phrase in phrases:
+        assert phrase in message, message
+
+
 def test_one_hot_times_table_and_topk_are_allowed(tmp_path):
     embed = """
 import math, torch

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
+from transformer_course.checks import check
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import grade
@@ -252,6 +253,16 @@ def test_projection_mistakes_are_named(tmp_path, old, new, phrases):
     message = projection_failure(tmp_path, old, new)
     for phrase in phrases:
         assert phrase in message, message
+
+
+def test_the_visible_checks_leave_the_notebooks_random_state_alone(tmp_path, capsys):
+    """Building the module draws its initial weights: from a seeded copy of the generator, so the
+    visible checks compute the same on every run and the notebook's random numbers stay its own."""
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    check("QKVProjection", student_module(tmp_path, PROJECTION).QKVProjection)
+    assert "✓ QKVProjection: all" in capsys.readouterr().out
+    assert torch.equal(state, torch.get_rng_state())
 
 
 def test_a_function_instead_of_a_module_is_told_to_define_a_class(tmp_path):

@@ -3,24 +3,23 @@
 Visible checks use worked examples a student can redo by hand (small integer weights and
 tokens; a dictionary of three keys; softmax([2, 1, 0]) ≈ [0.665, 0.245, 0.090]) and
 properties (shapes, one-hot rows, rows summing to 1, the soft lookup turning hard as the
-scores grow). Hidden checks compare with the reference in :mod:`transformer_course.projections`
-on seeded random inputs; the typical mistakes below are recognised by running them on the
-same inputs.
+scores grow). The typical mistakes they name are recognised by their numbers on those examples,
+worked out by hand as well. The hidden inputs, the reference and the typical mistakes as code are
+the grader's side, ``grading.hidden_tests.ch03_qkv``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
-from torch import nn
 
-from ..grading.hidden_spec import HiddenTests, Mistake
 from .base import Case, Exercise, ExerciseFailure, Forbidden
 from .compare import expect_close, expect_sums_to_one, fmt_index
-from .inputs import randn, with_float32
+from .inputs import randn
 from .library_calls import MHA_CALLS, SDPA_CALLS
 
 ASSIGNMENT = "03-qkv"
@@ -73,6 +72,17 @@ _EXPECTED2 = {
     "k": [[[1.5, 2.0], [0.5, 4.0]]],
     "v": [[[1.0, 4.0], [2.0, 3.0]]],
 }
+# The usual slips on it, by hand too: x Wᵀ without the bias; x W, with and without the bias.
+_WITHOUT_BIAS2 = {
+    "q": [[[3.0, 1.0], [2.0, 0.0]]],
+    "k": [[[1.0, 2.0], [0.0, 4.0]]],
+    "v": [[[1.0, 3.0], [2.0, 2.0]]],
+}
+_NOT_TRANSPOSED2 = {
+    "q": ([[[2.0, 2.0], [3.0, 3.0]]], [[[1.0, 3.0], [2.0, 4.0]]]),
+    "k": ([[[2.5, 1.0], [0.5, 2.0]]], [[[2.0, 1.0], [0.0, 2.0]]]),
+    "v": ([[[2.0, 3.0], [2.0, 1.0]]], [[[2.0, 2.0], [2.0, 0.0]]]),
+}
 
 
 def _state(linear: dict[str, tuple[list, list | None]]) -> dict[str, torch.Tensor]:
@@ -111,11 +121,27 @@ def _build_hint(message: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _seeded_initial_weights(seed: int = 0) -> Iterator[None]:
+    """nn.Linear's random initial weights drawn from ``seed``, the global generator left as it was.
+
+    Building a module draws its initial weights even when the example then loads its own. Drawn
+    this way, a module built without given weights computes the same on every run (the grader side
+    records what the reference returns on every visible call), and checking leaves the random
+    state of the student's notebook alone.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def _call_projection(call: Callable[..., tuple], case: Case) -> tuple:
-    """``call(case)``, with a hint added to the usual ways of building the module wrongly."""
+    """``call(case)``, with seeded initial weights (see :func:`_seeded_initial_weights`) and a hint
+    added to the usual ways of building the module wrongly."""
     __tracebackhide__ = True
     try:
-        return call(case)
+        with _seeded_initial_weights():
+            return call(case)
     except ExerciseFailure as failure:
         hint = _build_hint(str(failure))
         if hint is None:
@@ -168,11 +194,10 @@ def projection_visible(call: Callable[..., tuple]) -> int:
         _raise(f"k and v are swapped on {label}.\n  Hint: return (q, k, v) in that order, k from "
                "k_proj and v from v_proj.")
     for out, name in zip(outputs, "qkv"):
-        weight, bias = (torch.tensor(t, dtype=torch.float64) for t in _LINEAR2[name])
-        if _equal(out, x2 @ weight.T):
+        if _equal(out, torch.tensor(_WITHOUT_BIAS2[name])):
             _raise(f"{name} on {label} is x @ weight.T without the bias.\n  Hint: add "
                    f"{name}_proj.bias, or simply call the layer: self.{name}_proj(x).")
-        if _equal(out, x2 @ weight + bias) or _equal(out, x2 @ weight):
+        if any(_equal(out, torch.tensor(slip)) for slip in _NOT_TRANSPOSED2[name]):
             _raise(f"{name} on {label} is x @ weight (+ bias): nn.Linear stores its weight as "
                    f"(out, in), so the product is x @ weight.T.\n  Hint: simply call the layer, "
                    f"self.{name}_proj(x).")
@@ -190,7 +215,8 @@ def projection_visible(call: Callable[..., tuple]) -> int:
         expect_close(out, _EXPECTED1[name], what=f"{name} on {label}",
                      hint=f"{name} = self.{name}_proj(x), which is x @ {name}_proj.weight.T.")
 
-    # 3. Shapes: d_v different from d_k, and d_v left out (then d_v = d_k).
+    # 3. Shapes: d_v different from d_k, and d_v left out (then d_v = d_k). No weights are given,
+    # so that a layer of the wrong size is reported by the shape of its output.
     x3 = torch.linspace(-1, 1, 2 * 3 * 4, dtype=torch.float64).reshape(2, 3, 4)
     label = "x (2, 3, 4) with QKVProjection(4, 3, 5)"
     outputs = _call_projection(call, Case(label, (x3,), init=(4, 3, 5)))
@@ -199,72 +225,6 @@ def projection_visible(call: Callable[..., tuple]) -> int:
     outputs = _call_projection(call, Case(label, (x3,), init=(4, 3)))
     _expect_projection_shapes(outputs, (2, 3, 4), 3, 3, label)
     return 4
-
-
-def projection_cases(gen: torch.Generator) -> list[Case]:
-    from transformer_course.projections import QKVProjection  # the reference, loaded when grading
-
-    def case(label: str, x_shape: tuple, d_k: int, d_v: int | None = None, bias: bool = True) -> Case:
-        d_model = x_shape[-1]
-        init = (d_model, d_k) if d_v is None else (d_model, d_k, d_v)
-        # The reference's parameter names and shapes, built on the meta device: no memory, and
-        # no draw from the global random generator (the student's notebook keeps its state).
-        with torch.device("meta"):
-            names = QKVProjection(*init, bias=bias).state_dict()
-        # Weights of about the size nn.Linear's initialisation gives, drawn from the seed.
-        state = {name: randn(gen, *t.shape, scale=1 / math.sqrt(d_model)) for name, t in names.items()}
-        return Case(label, (randn(gen, *x_shape),), init=init, init_kwargs={"bias": bias}, state=state)
-
-    cases = [
-        case("x (2, 5, 8), QKVProjection(8, 4)", (2, 5, 8), 4),
-        case("x (2, 5, 8), QKVProjection(8, 4, bias=False)", (2, 5, 8), 4, bias=False),
-        case("x (3, 4, 6), d_k 3 and d_v 5", (3, 4, 6), 3, 5),
-        case("x (3, 4, 6), d_k 3 and d_v 5, bias=False", (3, 4, 6), 3, 5, bias=False),
-        case("a square projection, x (2, 3, 4), d_k 4", (2, 3, 4), 4),
-        case("a single token, x (1, 1, 8)", (1, 1, 8), 2),
-        case("wider than the input, x (2, 3, 3), d_k 8, d_v 6", (2, 3, 3), 8, 6),
-    ]
-    return with_float32(cases, {"x (2, 5, 8), QKVProjection(8, 4)", "x (3, 4, 6), d_k 3 and d_v 5"})
-
-
-class _Projections(nn.Module):
-    """The right layers with a wrong forward: each typical mistake below overrides forward."""
-
-    def __init__(self, d_model: int, d_k: int, d_v: int | None = None, bias: bool = True) -> None:
-        super().__init__()
-        self.q_proj = nn.Linear(d_model, d_k, bias=bias)
-        self.k_proj = nn.Linear(d_model, d_k, bias=bias)
-        self.v_proj = nn.Linear(d_model, d_k if d_v is None else d_v, bias=bias)
-
-
-def _no_bias(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return x @ layer.weight.T
-
-
-def _not_transposed(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    out = x @ layer.weight
-    return out if layer.bias is None else out + layer.bias
-
-
-class _OneSharedLayer(_Projections):
-    def forward(self, x):
-        q = self.q_proj(x)
-        return q, q, q
-
-
-class _KeysAndValuesSwapped(_Projections):
-    def forward(self, x):
-        return self.q_proj(x), self.v_proj(x), self.k_proj(x)
-
-
-class _BiasLeftOut(_Projections):
-    def forward(self, x):
-        return _no_bias(self.q_proj, x), _no_bias(self.k_proj, x), _no_bias(self.v_proj, x)
-
-
-class _WeightNotTransposed(_Projections):
-    def forward(self, x):
-        return _not_transposed(self.q_proj, x), _not_transposed(self.k_proj, x), _not_transposed(self.v_proj, x)
 
 
 def _projection_shape_hint(actual: tuple, expected: tuple, case: Case) -> str | None:
@@ -287,20 +247,6 @@ PROJECTIONS = Exercise(
     output_names=("q", "k", "v"),
     forbidden=(MHA_CALLS, IN_PROJECTION_CALLS),
     shape_hint=_projection_shape_hint,
-)
-PROJECTIONS_HIDDEN = HiddenTests(
-    function="QKVProjection",
-    reference="transformer_course.projections:QKVProjection",
-    make_cases=projection_cases,
-    mistakes=(
-        Mistake(_OneSharedLayer,
-                "q, k and v all come from one layer: each needs its own (q_proj, k_proj, v_proj)."),
-        Mistake(_KeysAndValuesSwapped,
-                "k and v are swapped: return (q, k, v), keys from k_proj and values from v_proj."),
-        Mistake(_BiasLeftOut, "the biases are left out: call the layers, self.q_proj(x), or add .bias."),
-        Mistake(_WeightNotTransposed,
-                "x @ weight instead of x @ weight.T: nn.Linear stores its weight as (out, in)."),
-    ),
 )
 
 
@@ -368,13 +314,14 @@ def scores_visible(call: Callable[..., tuple]) -> int:
     (s,) = call("the worked example", q, k)
     _expect_scores_shape(s, (2, 2), q, k, what)
     expected = torch.tensor([[2.0, 6.0], [0.0, 6.0]], dtype=torch.float64)
-    if _equal(s, expected.T):
+    if _equal(s, torch.tensor([[2.0, 0.0], [6.0, 6.0]])):
         _raise(f"{what}: you return [[2, 0], [6, 6]], which is K Qᵀ (the transpose).\n  Hint: row i "
                "belongs to query i and column j to key j: q @ k.transpose(-2, -1).")
     if _equal(s, expected / math.sqrt(2)):
         _raise(f"{what}: you divided by sqrt(d_k).\n  Hint: this chapter's score matrix is the raw "
                "Q Kᵀ; the scaling comes in chapter 4.")
-    if _equal(s, torch.softmax(expected, dim=-1)):
+    softmax_of_rows = [[0.01798621, 0.98201379], [0.00247262, 0.99752738]]  # of [2, 6] and of [0, 6]
+    if _equal(s, torch.tensor(softmax_of_rows)):
         _raise(f"{what}: you applied a softmax.\n  Hint: the score matrix is the raw Q Kᵀ; turning "
                "scores into weights is the soft lookup's job.")
     expect_close(s, expected, what=what, hint="entry [i, j] is the dot product of query i and key j.")
@@ -389,26 +336,6 @@ def scores_visible(call: Callable[..., tuple]) -> int:
     return 3
 
 
-def scores_cases(gen: torch.Generator) -> list[Case]:
-    cases = [
-        Case("q (5, 4), k (7, 4)", (randn(gen, 5, 4), randn(gen, 7, 4))),
-        Case("q (2, 5, 8), k (2, 7, 8)", (randn(gen, 2, 5, 8), randn(gen, 2, 7, 8))),
-        Case("q (2, 6, 3), k (2, 6, 3) (L = S)", (randn(gen, 2, 6, 3), randn(gen, 2, 6, 3))),
-        Case("q (2, 3, 4, 16), k (2, 3, 6, 16) (batch and heads)",
-             (randn(gen, 2, 3, 4, 16), randn(gen, 2, 3, 6, 16))),
-        Case("a single query, q (2, 1, 8), k (2, 5, 8)", (randn(gen, 2, 1, 8), randn(gen, 2, 5, 8))),
-        Case("a single key, q (2, 4, 8), k (2, 1, 8)", (randn(gen, 2, 4, 8), randn(gen, 2, 1, 8))),
-        Case("d_k = 1, q (2, 4, 1), k (2, 3, 1)", (randn(gen, 2, 4, 1), randn(gen, 2, 3, 1))),
-        Case("large d_k = 512, q (3, 512), k (4, 512)", (randn(gen, 3, 512), randn(gen, 4, 512))),
-    ]
-    return with_float32(cases, {"q (2, 5, 8), k (2, 7, 8)", "q (2, 3, 4, 16), k (2, 3, 6, 16) (batch and heads)",
-                                "large d_k = 512, q (3, 512), k (4, 512)"})
-
-
-def _qk(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    return q @ k.transpose(-2, -1)
-
-
 SCORES = Exercise(
     function="score_matrix",
     assignment=ASSIGNMENT,
@@ -417,19 +344,6 @@ SCORES = Exercise(
     output_names=("scores",),
     forbidden=(SDPA_CALLS,),
     shape_hint=scores_shape_hint,
-)
-SCORES_HIDDEN = HiddenTests(
-    function="score_matrix",
-    reference="transformer_course.projections:score_matrix",
-    make_cases=scores_cases,
-    mistakes=(
-        Mistake(lambda q, k: k @ q.transpose(-2, -1),
-                "you computed K Qᵀ (the transpose): row i belongs to query i, so Q Kᵀ."),
-        Mistake(lambda q, k: _qk(q, k) / math.sqrt(q.shape[-1]),
-                "you divided by sqrt(d_k): this chapter's scores are the raw Q Kᵀ (scaling is chapter 4's)."),
-        Mistake(lambda q, k: torch.exp(_qk(q, k)) / torch.exp(_qk(q, k)).sum(-1, keepdim=True),
-                "you applied a softmax: the score matrix is the raw Q Kᵀ."),
-    ),
 )
 
 
@@ -470,7 +384,7 @@ def hard_visible(call: Callable[..., tuple]) -> int:
     call = _with_transpose_hint(call)
     q, k, v = _dictionary()
     output, weights = call("the dictionary example", q, k, v)
-    worst = nn.functional.one_hot((q @ k.T).argmin(dim=-1), 3).to(torch.float64)
+    worst = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])  # one-hot argmin of the scores
     if tuple(weights.shape) == (3, 3) and _equal(weights, worst):
         _raise("the dictionary example: each query picked its worst key (argmin).\n  Hint: the best "
                "match has the largest score: scores.argmax(dim=-1).")
@@ -512,7 +426,7 @@ def soft_visible(call: Callable[..., tuple]) -> int:
     output, weights = call("the worked example (scores [2, 1, 0])", q, k, v)
     what = "weights for the scores q·kᵀ = [2, 1, 0]"
     if tuple(weights.shape) == (1, 3):
-        if _equal(weights, torch.softmax(torch.tensor([[2.0, 1.0, 0.0]]) / math.sqrt(2), dim=-1)):
+        if _equal(weights, torch.tensor([[0.57597535, 0.28399541, 0.14002925]])):  # softmax([2, 1, 0] / sqrt(2))
             _raise(f"{what}: you divided the scores by sqrt(d_k).\n  Hint: this chapter's soft lookup "
                    "is softmax(Q Kᵀ) V, unscaled; chapter 4 adds the scaling.")
         if _equal(weights, torch.tensor([[2.0, 1.0, 0.0]])):
@@ -546,58 +460,6 @@ def soft_visible(call: Callable[..., tuple]) -> int:
     return 4
 
 
-def _separated(q: torch.Tensor, k: torch.Tensor, gap: float = 1e-3) -> bool:
-    """Whether every query's best score beats its second best by ``gap`` (argmax is stable)."""
-    if k.shape[-2] < 2:
-        return True
-    top = (q @ k.transpose(-2, -1)).topk(2, dim=-1).values
-    return bool((top[..., 0] - top[..., 1] > gap).all())
-
-
-def lookup_cases(gen: torch.Generator) -> list[Case]:
-    """Random q, k, v; redrawn (from the same generator) until no query has a near tie.
-
-    A near tie would let float32 rounding pick a different key than the float64 reference,
-    which is no fault of the student's.
-    """
-
-    def qkv(label: str, lead: tuple, L: int, S: int, d_k: int, d_v: int, scale: float = 1.0) -> Case:
-        while True:
-            q, k = randn(gen, *lead, L, d_k, scale=scale), randn(gen, *lead, S, d_k)
-            if _separated(q, k):
-                return Case(label, (q, k, randn(gen, *lead, S, d_v)))
-
-    cases = [
-        qkv("q (2, 5, 8), k (2, 7, 8), v (2, 7, 3)", (2,), 5, 7, 8, 3),
-        qkv("batch and heads, q (2, 3, 4, 16), k/v length 6, d_v 5", (2, 3), 4, 6, 16, 5),
-        qkv("one query, L = 1", (2,), 1, 6, 8, 4),
-        qkv("one key, S = 1", (2,), 4, 1, 8, 4),
-        qkv("no batch dimension, q (4, 8), k/v (6, 8)", (), 4, 6, 8, 8),
-        qkv("L = S = 6 (self-attention), d_k 4, d_v 4", (2,), 6, 6, 4, 4),
-        qkv("large scores (queries 3 times longer)", (2,), 4, 5, 16, 3, scale=3.0),
-    ]
-    return with_float32(cases, {"q (2, 5, 8), k (2, 7, 8), v (2, 7, 3)",
-                                "batch and heads, q (2, 3, 4, 16), k/v length 6, d_v 5",
-                                "large scores (queries 3 times longer)"})
-
-
-def _one_hot_lookup(scores: torch.Tensor, v: torch.Tensor, worst: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    best = scores.argmin(dim=-1) if worst else scores.argmax(dim=-1)
-    weights = nn.functional.one_hot(best, scores.shape[-1]).to(scores.dtype)
-    return weights @ v, weights
-
-
-def _softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """The mistakes' softmax, written out: a mistake must fail as a mistake, not as a forbidden call."""
-    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
-    return e / e.sum(dim=dim, keepdim=True)
-
-
-def _soft(scores: torch.Tensor, v: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
-    weights = _softmax(scores, dim=dim)
-    return weights @ v, weights
-
-
 HARD = Exercise(
     function="hard_lookup",
     assignment=ASSIGNMENT,
@@ -609,19 +471,6 @@ HARD = Exercise(
     shape_hint=lambda actual, expected, case: (
         "the output has the width of a key: hand over the values, weights @ v."
         if actual[-1:] == (case.args[1].shape[-1],) and expected[-1] == case.args[2].shape[-1] else None
-    ),
-)
-HARD_HIDDEN = HiddenTests(
-    function="hard_lookup",
-    reference="transformer_course.projections:hard_lookup",
-    make_cases=lookup_cases,
-    mistakes=(
-        Mistake(lambda q, k, v: _one_hot_lookup(_qk(q, k), v, worst=True),
-                "each query picked its worst key (argmin): the best match has the largest score."),
-        Mistake(lambda q, k, v: _one_hot_lookup(_qk(q, k), k),
-                "you handed over the best key itself: a lookup returns the key's value, weights @ v."),
-        Mistake(lambda q, k, v: _soft(_qk(q, k), v),
-                "you returned the soft lookup: a hard lookup gives all the weight to the best key."),
     ),
 )
 
@@ -639,24 +488,6 @@ SOFT = Exercise(
         if actual[-1:] == (case.args[1].shape[-1],) and expected[-1] == case.args[2].shape[-1] else None
     ),
 )
-SOFT_HIDDEN = HiddenTests(
-    function="soft_lookup",
-    reference="transformer_course.projections:soft_lookup",
-    make_cases=lookup_cases,
-    mistakes=(
-        Mistake(lambda q, k, v: _soft(_qk(q, k) / math.sqrt(q.shape[-1]), v),
-                "you scaled the scores by 1/sqrt(d_k): this chapter's soft lookup is softmax(Q Kᵀ) V "
-                "(the scaling is chapter 4's)."),
-        Mistake(lambda q, k, v: _soft(_qk(q, k), v, dim=-2),
-                "the softmax runs over the queries: each query's row of weights (over the keys, "
-                "dim=-1) must sum to 1."),
-        Mistake(lambda q, k, v: _soft(_qk(q, k), k),
-                "you mixed the keys: a lookup hands over the values, weights @ v."),
-        Mistake(lambda q, k, v: (_qk(q, k) @ v, _qk(q, k)),
-                "the weights are the raw scores: apply torch.softmax(scores, dim=-1) first."),
-    ),
-)
 
 EXERCISES = (PROJECTIONS, SCORES, HARD, SOFT)
 
-HIDDEN_TESTS = (PROJECTIONS_HIDDEN, SCORES_HIDDEN, HARD_HIDDEN, SOFT_HIDDEN)
