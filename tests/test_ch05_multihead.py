@@ -13,6 +13,7 @@ from torch import nn
 
 from course_helpers import solution_module, student_module
 from transformer_course import exercises
+from transformer_course.checks import check
 from transformer_course.exercises import ExerciseFailure
 from transformer_course.exercises.ch05_multihead import worked_example
 from transformer_course.exercises.compare import mismatch, normalise_outputs, run_case
@@ -179,6 +180,19 @@ def test_each_mistake_is_recognised_by_its_own_hint_on_some_hidden_case(name):
             if named:
                 break
         assert named, f"{name}: no hidden case names the mistake {mistake.hint[:60]!r}"
+
+
+@pytest.mark.parametrize("name", ["split_heads", "merge_heads", "MultiHeadAttention"])
+def test_the_visible_checks_name_each_mistake_from_the_recorded_outputs(name):
+    """The notebook's check() (the student side alone: recorded outputs, no mistake code) names
+    every typical mistake by its own hint; keys made from the query already fail on the shape
+    of the weights, and the shape hint says so."""
+    by_shape = {"_KeysFromQuery": "did you project the query where the key belongs (self.k_proj(query))?"}
+    for mistake in hidden_tests.get(name).mistakes:
+        with pytest.raises(ExerciseFailure) as caught:
+            check(name, mistake.fn)
+        expected = by_shape.get(getattr(mistake.fn, "__name__", ""), mistake.hint)
+        assert expected in str(caught.value), str(caught.value)
 
 
 def test_parameters_with_other_names_are_listed(tmp_path):
