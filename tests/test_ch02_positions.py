@@ -19,6 +19,7 @@ from transformer_course.exercises import ch02_positions as ch02
 from transformer_course.exercises.compare import normalise_outputs, run_case
 from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import grade
+from transformer_course.grading.hidden_tests import ch02_positions as ch02_hidden
 from transformer_course.positional import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEncoding,
@@ -160,7 +161,7 @@ def test_table_case_reads_and_sets_dtype_and_device_in_the_keyword_arguments():
 
 
 def test_hidden_cases_cover_float32_float64_odd_and_default_dtype():
-    cases = ch02.sinusoidal_cases(torch.Generator().manual_seed(0))
+    cases = ch02_hidden.sinusoidal_cases(torch.Generator().manual_seed(0))
     assert {c.dtype for c in cases} == {torch.float32, torch.float64}
     assert any(c.args[1] % 2 == 1 for c in cases) and any(c.args[0] == 1 for c in cases)
     assert any("dtype" not in c.kwargs for c in cases)  # the default dtype is checked too
@@ -238,7 +239,7 @@ def test_float32_arithmetic_for_a_float64_table_is_explained(tmp_path):
     assert "row 999" in message and "every step must be float64" in message
     # the hidden checks say the same if the visible ones ever let it through
     rounded = sinusoidal_encoding(50, 16, dtype=torch.float32).double()
-    hint = ch02._sinusoidal_diagnose((rounded,), ch02.TableCase("", (50, 16), {"dtype": torch.float64}))
+    hint = ch02_hidden.sinusoidal_diagnose((rounded,), ch02.TableCase("", (50, 16), {"dtype": torch.float64}))
     assert hint is not None and "float32 rounding" in hint
 
 

@@ -42,9 +42,10 @@ _live: list[dict] = []
 
 
 @contextlib.contextmanager
-def recording_into(entries: dict) -> Iterator[None]:
-    """Read recorded outputs from ``entries`` (being filled) instead of the files."""
-    _live.append(entries)
+def recording_into(entries: dict, read: set[str]) -> Iterator[None]:
+    """Read recorded outputs from ``entries`` (being filled) instead of the files, noting in
+    ``read`` the labels a check looked up."""
+    _live.append({"entries": entries, "read": read})
     try:
         yield
     finally:
@@ -59,14 +60,18 @@ def _load(assignment: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _entry(function: str, label: str) -> dict:
+def _entry(function: str, label: str, *, needed: bool = True) -> dict | None:
     from . import get  # the registry (imported here: it imports the chapters, which import this)
 
-    entries = _live[-1] if _live else _load(get(function).assignment).get(function, {})
-    if label not in entries:
+    if _live:
+        _live[-1]["read"].add(label)
+        entries = _live[-1]["entries"]
+    else:
+        entries = _load(get(function).assignment).get(function, {})
+    if label not in entries and needed:
         raise KeyError(f"no recorded outputs for {function} on {label!r}: run "
                        "`python -m transformer_course.grading.record`")
-    return entries[label]
+    return entries.get(label)
 
 
 def recorded_outputs(function: str, label: str) -> tuple:
@@ -75,12 +80,14 @@ def recorded_outputs(function: str, label: str) -> tuple:
 
 
 def recorded_mistake(function: str, label: str, outputs: tuple) -> str | None:
-    """The hint of the recorded typical mistake whose outputs on ``label`` equal ``outputs``."""
+    """The hint of the recorded typical mistake whose outputs on ``label`` equal ``outputs``
+    (None when none does, or when nothing was recorded for ``label``: see grading.record)."""
     from . import get
     from .compare import mismatch, plain_mismatch
 
     exercise = get(function)
-    for mistake in _entry(function, label)["mistakes"]:
+    entry = _entry(function, label, needed=False)
+    for mistake in entry["mistakes"] if entry else ():
         wrong = tuple(decode(o) for o in mistake["outputs"])
         if len(wrong) != len(outputs):
             continue

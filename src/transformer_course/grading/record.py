@@ -52,8 +52,8 @@ def _recorder(exercise: Exercise, entries: dict) -> Callable[..., tuple]:
     def call(label: str | Case, *args: Any, **kwargs: Any) -> tuple:
         case = label if isinstance(label, Case) else Case(label, args, kwargs)
         outputs = call_student(exercise, reference, case)
-        if case.raises is not None:
-            return outputs
+        if case.raises is not None or (case.device is not None and case.device.type != "cpu"):
+            return outputs  # a refusal, or a check of where outputs go: no numbers to record
         if case.label in entries:
             raise ValueError(f"{exercise.function}: two visible calls are labelled {case.label!r}")
         mistakes = []
@@ -75,13 +75,27 @@ def _recorder(exercise: Exercise, entries: dict) -> Callable[..., tuple]:
     return call
 
 
+LARGE = 4096  # numbers: a visible call whose outputs are larger is kept only if a check reads it
+
+
+def _size(entry: dict) -> int:
+    return sum(len(o["tensor"]) for o in entry["outputs"] if isinstance(o, dict) and "tensor" in o)
+
+
 def record(assignment: str) -> dict:
-    """{function: {label: {"outputs": [...], "mistakes": [{"hint", "outputs"}]}}} for ``assignment``."""
+    """{function: {label: {"outputs": [...], "mistakes": [{"hint", "outputs"}]}}} for ``assignment``.
+
+    Every visible call is recorded, so a check can name a mistake on any of them; except calls on
+    another device than the CPU (they check where outputs go, which needs no numbers and would
+    make the file differ between machines) and calls with large outputs that no check reads
+    (a (1000, 6) table and its mistakes would weigh a megabyte)."""
     recorded = {}
     for exercise in exercises.for_assignment(assignment):
         entries: dict = {}
-        with recording_into(entries):
+        read: set[str] = set()
+        with recording_into(entries, read):
             exercise.visible_checks(_recorder(exercise, entries))
+        entries = {label: e for label, e in entries.items() if label in read or _size(e) <= LARGE}
         if entries:
             recorded[exercise.function] = entries
     return recorded
