@@ -97,7 +97,7 @@ def points(row: dict, assignment: str = CH04) -> dict[str, float]:
 def test_csv_columns(chapter):
     assignment, _, rows, *_ = chapter
     first = next(iter(rows.values()))
-    assert list(first) == ["student", "total", "max_total", *full_points(assignment)]
+    assert list(first) == ["student", "id", "total", "max_total", *full_points(assignment)]
 
 
 def test_every_submission_ends_as_a_score_or_an_error(chapter):
@@ -231,7 +231,7 @@ def test_the_readme_example_feedback_is_what_grading_produces(graded, tmp_path):
     chapter 4's wrong-softmax submission as graded here, shown as student "dave". To update both
     after a change to the checks or the page: UPDATE_EXAMPLES=1 pytest tests/test_grading.py -k example"""
     _, details, *_ = graded
-    detail = dict(details["wrong_softmax"], student="dave", source="dave/attention.ipynb")
+    detail = dict(details["wrong_softmax"], student="dave", id="dave", source="dave/attention.ipynb")
     detail = {k: v for k, v in detail.items() if k not in ("total", "max_total")}
     result = StudentResult(**{**detail, "exercises": [ExerciseResult(**e) for e in detail["exercises"]]})
     write_feedback(tmp_path, CH04, [result])
