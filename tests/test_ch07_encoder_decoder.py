@@ -3,8 +3,10 @@ the checks decode with, and the messages a student gets for typical mistakes."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
+import pickle
 
 import pytest
 import torch
@@ -18,14 +20,21 @@ from transformer_course.exercises.ch07_encoder_decoder import (
     END,
     PAD,
     START,
+    LayerStackModel,
     MixingModel,
     ModelCase,
-    _ModelForDecoding,
+    TransformerParts,
     example_table_model,
-    random_model,
 )
+from transformer_course.exercises.compare import run_case
 from transformer_course.grading import hidden_tests
 from transformer_course.grading.hidden import grade, hidden_seed
+from transformer_course.grading.hidden_tests.ch07_encoder_decoder import (
+    layer_stack_of,
+    parts_of,
+    random_model,
+)
+from transformer_course.layers import DecoderLayer, EncoderLayer
 from transformer_course.model import TransformerConfig, make_model, transformer_forward
 
 CH07 = "07-encoder-decoder"
@@ -200,18 +209,131 @@ def test_transformer_forward_equals_the_models_forward(norm_first, device):
     torch.testing.assert_close(transformer_forward(model, src, tgt), model(src, tgt), atol=1e-12, rtol=0)
 
 
-def test_the_decoding_view_of_a_model_computes_what_the_model_computes():
-    model = random_model(torch.Generator().manual_seed(0), norm_first=True)
-    view = _ModelForDecoding(model)
+@pytest.mark.parametrize("changes", [{}, {"norm_first": True, "activation": "gelu"}, {"n_layers": 3}])
+def test_the_forward_pass_on_a_models_parts_is_the_models_forward_pass(changes):
+    """The hidden cases of transformer_forward hand over a model's parts (TransformerParts), not the
+    model: the reference gives the same outputs on them as on the model, so grading against them
+    is grading against the real model, in float64 and in float32."""
+    model = random_model(torch.Generator().manual_seed(0), **changes)
+    parts = parts_of(model)
     src = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
     tgt = torch.tensor([[1, 4, 5], [1, 6, 0]])
-    assert torch.equal(view.make_src_mask(src), model.make_src_mask(src))
-    assert torch.equal(view.make_tgt_mask(tgt), model.make_tgt_mask(tgt))
-    memory = view.encode(src, view.make_src_mask(src))
-    torch.testing.assert_close(memory, model.encode(src, model.make_src_mask(src)), atol=0, rtol=0)
-    hidden = view.decode(tgt, memory, view.make_tgt_mask(tgt), view.make_src_mask(src))
-    torch.testing.assert_close(view.generator(hidden), model(src, tgt), atol=1e-12, rtol=0)
-    assert torch.equal(greedy_decode(view, src, 7, START, END), greedy_decode(model, src, 7, START, END))
+    expected = model(src, tgt)
+    torch.testing.assert_close(transformer_forward(parts, src, tgt), expected, atol=0, rtol=0)
+    torch.testing.assert_close(transformer_forward(model, src, tgt), expected, atol=0, rtol=0)
+    case = ModelCase("c", (parts, src, tgt)).to(torch.float32)
+    assert case.dtype == torch.float32
+    torch.testing.assert_close(transformer_forward(*case.args), model.float()(src, tgt), atol=0, rtol=0)
+
+
+def test_the_parts_of_a_model_cannot_run_it():
+    """No module in a transformer_forward case runs more than one part: plain containers, torch's
+    building blocks and the reference layers (which the exercise uses), and a model that refuses
+    to be called."""
+    allowed = (nn.ModuleList, nn.Embedding, nn.Dropout, nn.LayerNorm, nn.Identity, nn.Linear, EncoderLayer,
+               DecoderLayer)
+
+    def check(module: nn.Module, path: str) -> None:
+        assert type(module) in (nn.Module, TransformerParts) or isinstance(module, allowed), (path, module)
+        if not isinstance(module, (EncoderLayer, DecoderLayer)):
+            for name, child in module.named_children():
+                check(child, f"{path}.{name}")
+
+    for case in hidden_tests.get("transformer_forward").make_cases(torch.Generator().manual_seed(hidden_seed())):
+        model, src, tgt = case.args
+        assert type(model) is TransformerParts, case.label
+        check(model, "model")
+        for method, args in ((model, (src, tgt)), (model.encode, (src,)), (model.decode, (tgt, None))):
+            with pytest.raises(TypeError, match="earns no points"):
+                method(*args)
+
+
+def _pickled_globals(obj) -> set[tuple[str, str]]:
+    """The (module, name) of every class and function that unpickling ``obj`` imports."""
+    found = set()
+
+    class Recorder(pickle.Unpickler):
+        def find_class(self, module, name):
+            found.add((module, name))
+            return super().find_class(module, name)
+
+    Recorder(io.BytesIO(pickle.dumps(obj))).load()
+    return found
+
+
+# What the hidden cases of each exercise may bring along from the course (outside torch): their
+# classes' modules are imported beside the student's code, so none may hold that exercise's answer.
+_CASE = {("transformer_course.exercises.base", "Case")}
+_MODEL_CASE = {("transformer_course.exercises.ch07_encoder_decoder", "ModelCase")}
+_LAYERS = {("transformer_course.layers", "EncoderLayer"), ("transformer_course.layers", "DecoderLayer"),
+           ("transformer_course.multihead", "MultiHeadAttention"), ("transformer_course.feedforward", "FeedForward")}
+_DECODING_MODELS = {("transformer_course.exercises.ch07_encoder_decoder", "MixingModel"),
+                    ("transformer_course.exercises.ch07_encoder_decoder", "LayerStackModel")}
+CASE_GLOBALS = {
+    "FeedForward": _CASE,
+    "EncoderLayer": _CASE,
+    "DecoderLayer": _CASE,
+    "transformer_forward": _MODEL_CASE | _LAYERS
+    | {("transformer_course.exercises.ch07_encoder_decoder", "TransformerParts")},
+    "greedy_decode": _MODEL_CASE | _LAYERS | _DECODING_MODELS,
+    "beam_search": _MODEL_CASE | _LAYERS | _DECODING_MODELS,
+}
+
+
+def _outputs(fn, case) -> tuple:
+    """What ``fn`` returns on a copy of ``case``, as a tuple."""
+    with torch.no_grad():
+        out = run_case(fn, case.clone())
+    return out if isinstance(out, tuple) else (out,)
+
+
+@pytest.mark.parametrize("name", list(CASE_GLOBALS))
+def test_the_hidden_cases_bring_no_answer_along(name):
+    """A case is pickled into the process that runs the student's code: what it brings from the
+    course is answer-free (no reference model whose forward is the answer, nothing that decodes,
+    nothing of the grader's side), and it comes out of the pickle giving the reference's outputs."""
+    cases = hidden_tests.get(name).make_cases(torch.Generator().manual_seed(hidden_seed()))
+    brought = set().union(*(_pickled_globals(case) for case in cases))
+    ours = {(module, n) for module, n in brought if not module.startswith(("torch", "collections", "types"))}
+    assert ours == CASE_GLOBALS[name]
+    reference = hidden_tests.get(name).load_reference()
+    for case in cases:
+        copy = pickle.loads(pickle.dumps(case))
+        for a, b in zip(_outputs(reference, case), _outputs(reference, copy), strict=True):
+            assert torch.equal(a, b), case.label
+
+
+def test_the_layer_stack_models_depend_on_prefix_source_and_masks():
+    """The models of real layers that greedy decoding is graded with: a missing mask changes what
+    they compute, and their outputs differ from source to source."""
+    models = [case for case in _decode_cases("greedy_decode") if isinstance(case.args[0], LayerStackModel)]
+    assert len(models) == 2
+    for case in models:
+        model, src = case.args
+        assert src[0].all() and not src[1].all(), case.label  # source 0 has no padding, source 1 some
+        tgt = greedy_decode(model, src, 4, START, -1)
+        memory = model.encode(src, model.make_src_mask(src))
+        full = model.decode(tgt, memory, model.make_tgt_mask(tgt), model.make_src_mask(src))
+        no_causal = model.decode(tgt, memory, None, model.make_src_mask(src))
+        assert not torch.allclose(full[:, -1], no_causal[:, -1])  # two layers: the future leaks in
+        unmasked = model.decode(tgt, model.encode(src), model.make_tgt_mask(tgt), None)
+        assert not torch.allclose(full[1], unmasked[1])  # source padding matters
+        assert torch.allclose(full[0], unmasked[0])  # ... and only where there is some
+        out = greedy_decode(model, src, case.kwargs["max_len"], START, -1)
+        assert len({tuple(r) for r in out[:, 1:].tolist()}) >= 3, case.label  # not one output for everything
+
+
+def test_the_layer_stack_model_is_not_the_transformer():
+    """Its layers are a Transformer's, its embeddings not: nothing of it computes the forward pass
+    that transformer_forward asks for."""
+    model = random_model(torch.Generator().manual_seed(0))
+    stack = layer_stack_of(model)
+    src = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
+    tgt = torch.tensor([[1, 4, 5], [1, 6, 0]])
+    src_mask, tgt_mask = stack.make_src_mask(src), stack.make_tgt_mask(tgt)
+    assert torch.equal(src_mask, model.make_src_mask(src)) and torch.equal(tgt_mask, model.make_tgt_mask(tgt))
+    log_probs = stack.generator(stack.decode(tgt, stack.encode(src, src_mask), tgt_mask, src_mask))
+    assert not torch.allclose(log_probs, model(src, tgt), atol=1e-3)
 
 
 def test_the_mixing_model_depends_on_prefix_source_and_masks():
