@@ -1,15 +1,20 @@
 """Hostile and broken submissions, graded in one batch with honest ones (chapter 4).
 
-Every trick below worked against plain nbgrader 0.9.6 (see issue 6): rewriting the checks,
-objects that equal anything, printing a score, crashing or hanging the kernel, shadowing numpy,
-reading other students' work or the hidden tests, writing outside its folder, leaving processes
-behind, reaching the network. Here the whole class goes through `transformer-course grade` in the
-sandbox, once, and the tests check that
+Every trick below worked against plain nbgrader 0.9.6 (issue 6) or against the hardened grader
+before its trust boundary moved (issue 11): rewriting the checks, objects that equal anything,
+crashing or hanging the kernel, shadowing numpy, reading other students' work or the hidden
+tests, writing outside its folder, leaving processes behind, reaching the network; importing the
+course's own helpers, a library call hidden in an added cell, copying a classmate's outputs,
+links, pipes and forged results where the grader reads, killing the probe, limits dodged by
+forking, names that collide or that a spreadsheet would run. (Searching the whole sandbox for an
+answer is tests/test_scavenger.py's, in every chapter.) The whole class goes through
+`transformer-course grade` in the sandbox, once, and the tests check that
 
 * honest submissions get exactly the scores plain ``nbgrader autograde`` gives them;
 * no other submission gets a point its code did not earn, nor loses one it did: the expected
   points of each are written out below by hand, from what its answers do;
-* every failure says what happened, the batch completes, nothing is left running or written.
+* every failure says what happened, the batch completes, nothing is left running or written,
+  nothing outside is read into a report, and the grader's own memory stays under 1 GiB.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import copy
 import csv
 import hashlib
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -26,6 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
+import markupsafe
 import nbformat
 import pytest
 
@@ -40,6 +47,8 @@ pytestmark = [
 
 CH04 = "04-attention"
 NOTEBOOK = solution_path(CH04).name
+SEED = 424242  # the run's secret, known here so a test can say what one student's inputs were
+FORMULA = '=HYPERLINK("evil.example","click me")'
 TIMEOUT = 20  # seconds per sandboxed run: the hanging submissions cost this, twice at most
 MARKER = f"hostile-{uuid.uuid4().hex[:12]}"  # names the processes and files the submissions make
 SOFTMAX = answer_sources(CH04)["softmax"]
@@ -225,6 +234,129 @@ def writing_cell(targets: list[Path]) -> str:
     )
 
 
+LOUD = "import sys\nfor _ in range(50):\n    sys.stdout.write('x' * 1024**2)\n\n"
+
+COURSE_HELPERS = (  # the issue's first attack: correct code kept in the course's own modules
+    "from transformer_course.exercises.ch04_attention import _stable_softmax\n\n"
+    "def softmax(x, dim=-1):\n    return _stable_softmax(x, dim)\n"
+)
+GRADER_SIDE = (
+    "import importlib\n\n"
+    "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+    "    side = importlib.import_module('transformer_course.grading.' + 'hidden_tests.ch04_attention')\n"
+    "    return side._attend(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, v, mask)\n"
+)
+REFERENCE_BY_GLOBALS = (  # the reference softmax handed in for sdpa carries its module... does it?
+    "import sys\n\n"
+    "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+    "    found = [place['scaled_dot_product_attention'] for place in (\n"
+    "        softmax.__globals__, vars(sys.modules[softmax.__module__]),\n"
+    "        vars(sys.modules.get('transformer' + '_course', sys))) if 'scaled_dot_product_attention' in place]\n"
+    "    return found[0](q, k, v, mask)\n"
+)
+REFERENCE_IN_THREAD = (  # the same, where the old run-time watch did not look
+    "import threading\n\n"
+    "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+    "    found = []\n"
+    "    look = lambda: found.append(softmax.__globals__.get('scaled_dot_product_attention'))  # noqa: E731\n"
+    "    thread = threading.Thread(target=look)\n"
+    "    thread.start(); thread.join()\n"
+    "    return found[0](q, k, v, mask)\n"
+)
+
+LIBRARY_IN_ADDED_CELL = "softmax = torch.softmax\n"
+ALIAS_IN_ADDED_CELL = "from torch import softmax\n"
+
+LINKS_AND_PIPES = (  # where the grader used to read: now it reads nothing the sandbox can name
+    "import os\n"
+    "for name in ('progress.txt', 'results', 'job.pt', 'cells.json', 'softmax.json', 'softmax.npz'):\n"
+    "    for make in (lambda p: os.symlink('/etc/passwd', p), os.mkfifo):\n"
+    "        try:\n"
+    "            make(name)\n"
+    "            break\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "os.makedirs('results', exist_ok=True)\n"
+)
+
+FORGED_RESULTS = (  # a process left behind overwrites the exercise's result file once it is written
+    "import os, struct, time\n"
+    "if os.fork() == 0:\n"
+    "    header = b'{\"calls\": [{\"outputs\": [{\"tensor\": {\"dtype\": \"float64\", \"array\": \"float64\", '\n"
+    "    header += b'\"shape\": [1048576, 1048576], \"offset\": 0, \"nbytes\": 8}}]}]}'\n"
+    "    bomb = b'TCR1' + struct.pack('<Q', len(header)) + header + b'\\0' * 8\n"
+    "    deadline = time.time() + 30\n"
+    "    while time.time() < deadline:\n"
+    "        for name in os.listdir('/proc/self/fd'):\n"
+    "            try:\n"
+    "                fd = int(name)\n"
+    "                if fd > 2 and os.fstat(fd).st_size > len(bomb):  # the probe's result, written\n"
+    "                    os.pwrite(fd, bomb, 0)\n"
+    "                    os.ftruncate(fd, len(bomb))\n"
+    "            except OSError:\n"
+    "                pass\n"
+    "        time.sleep(0.001)\n"
+    "    os._exit(0)\n"
+)
+
+KILLS_PROBE = "import os, signal\n\ndef softmax(x, dim=-1):\n    os.kill(os.getppid(), signal.SIGKILL)\n"
+
+THREE_HOGS = (  # three processes of 1.5 GiB each: allowed one by one, not together (4 GiB)
+    "import os, time\n"
+    "hogs = []\n"
+    "for _ in range(3):\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        hoard = bytearray(1536 * 1024**2)\n"
+    "        for i in range(0, len(hoard), 4096):\n"
+    "            hoard[i] = 1\n"
+    "        time.sleep(2)\n"
+    "        os._exit(0)\n"
+    "    hogs.append(pid)\n"
+    "hog_ends = [os.waitpid(pid, 0)[1] for pid in hogs]\n"
+)
+
+FILLS_TMP = (
+    "with open('/tmp/filler', 'wb') as f:\n"
+    "    for _ in range(1500):\n"
+    "        f.write(b'x' * 1024**2)\n"
+)
+
+
+def classmate_outputs() -> dict[bytes, list]:
+    """honest_full's inputs to softmax in this run (visible and hidden, its seed from SEED and
+    its id), each with the reference's output: what a copycat would need."""
+    from transformer_course import exercises
+    from transformer_course.grading import hidden_tests
+    from transformer_course.grading.hardened import prepare_exercise, student_seed, visible_cases
+
+    exercise = exercises.get("softmax")
+    reference = hidden_tests.get("softmax").load_reference()
+    prepared = prepare_exercise(exercise, student_seed(SEED, "honest_full"), visible_cases(exercise))
+    table = {}
+    for case in prepared.visible + prepared.hidden:
+        (x,) = case.args
+        dim = case.kwargs.get("dim", -1)
+        key = hashlib.sha256(x.double().numpy().tobytes() + str(dim).encode()).digest()
+        table[key] = reference(x, dim).flatten().tolist()
+    return table
+
+
+def copying_softmax(outputs: dict[bytes, list]) -> str:
+    """A softmax that looks its input up in another student's hidden inputs and returns that
+    student's correct outputs: worth everything when everyone shares one seed, nothing now."""
+    table = {key.hex(): value for key, value in outputs.items()}
+    return (
+        "import hashlib\n\n"
+        f"_THEIRS = {table!r}\n\n"
+        "def softmax(x, dim=-1):\n"
+        "    key = hashlib.sha256(x.double().numpy().tobytes() + str(dim).encode()).hexdigest()\n"
+        "    if key in _THEIRS:\n"
+        "        return torch.tensor(_THEIRS[key], dtype=x.dtype).reshape(x.shape)\n"
+        "    return x * 0\n"
+    )
+
+
 def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbformat.NotebookNode]:
     readable = [subs / "honest_full" / NOTEBOOK, ROOT / "solutions" / CH04 / NOTEBOOK,
                 solution_path(CH04)]
@@ -256,6 +388,23 @@ def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbfor
         "leaves_processes": notebook(added={"setup": LEFTOVERS}),
         "fork_bomb": notebook(added={"setup": FORK_BOMB}),
         "output_flood": notebook(added={"softmax": OUTPUT_FLOOD}),
+        "loud_answer": notebook({"softmax": LOUD + SOFTMAX}),
+        # the trust boundary (issue 11)
+        "course_helpers": notebook({"softmax": COURSE_HELPERS, "scaled_dot_product_attention": GRADER_SIDE}),
+        "reference_by_globals": notebook({"scaled_dot_product_attention": REFERENCE_BY_GLOBALS}),
+        "reference_in_thread": notebook({"scaled_dot_product_attention": REFERENCE_IN_THREAD}),
+        "library_in_added_cell": notebook(added={"softmax": LIBRARY_IN_ADDED_CELL}),
+        "alias_in_added_cell": notebook(added={"softmax": ALIAS_IN_ADDED_CELL}),
+        "links_and_pipes": notebook(added={"setup": LINKS_AND_PIPES}),
+        "forged_results": notebook(added={"softmax": FORGED_RESULTS}),
+        "kills_probe": notebook({"softmax": KILLS_PROBE}),
+        "three_hogs": notebook(added={"setup": THREE_HOGS}),
+        "fills_tmp": notebook(added={"setup": FILLS_TMP}),
+        "copies_classmate": notebook({"softmax": copying_softmax(classmate_outputs())}),
+        # names: two that differ only in an accent, one a spreadsheet would run
+        "José": notebook(),
+        "Jose": notebook({"softmax": NAIVE_SOFTMAX}),
+        FORMULA: notebook(),
     }
 
 
@@ -291,7 +440,24 @@ EXPECTED = {
     "huge_allocation": (losing("softmax"), "raised"),
     "leaves_processes": (FULL, None),
     "fork_bomb": (FULL, None),
-    "output_flood": (FULL, "a code cell you added stopped the grading run (it printed too much output"),
+    "output_flood": (FULL, "printed more than it may"),
+    "loud_answer": (FULL, "printed more than it may"),
+    "course_helpers": (losing("softmax", "scaled_dot_product_attention"), "raised"),
+    "reference_by_globals": (losing("scaled_dot_product_attention"), "raised IndexError"),
+    "reference_in_thread": (losing("scaled_dot_product_attention"), "starts a thread"),
+    "library_in_added_cell": (losing("softmax"), "calls torch.softmax"),
+    "alias_in_added_cell": (losing("softmax"), "calls torch.softmax"),
+    "links_and_pipes": (FULL, None),
+    # its added cell runs in every exercise's process (as in a notebook): it forges every result
+    "forged_results": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
+                       "could not be read back"),
+    "kills_probe": (losing("softmax"), "the run ended while `softmax` was being checked"),
+    "three_hogs": (FULL, None),
+    "fills_tmp": (FULL, None),
+    "copies_classmate": (losing("softmax"), "entries differ"),
+    "José": (FULL, None),
+    "Jose": (losing("softmax"), "contains NaN"),
+    FORMULA: (FULL, None),
 }
 
 UNREADABLE = {  # whole-submission errors: 0 points and the reason
@@ -327,6 +493,16 @@ class CountingServer:
         self.running = False
         self.thread.join()
         self.socket.close()
+
+
+# The grade command, reporting the grader process's own peak memory (not its sandboxes').
+MEASURED = (
+    "import resource, sys\n"
+    "from transformer_course.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
 
 
 def _leftover_processes() -> list[str]:
@@ -365,8 +541,8 @@ def batch(tmp_path_factory):
 
         start = time.perf_counter()
         run = subprocess.run(
-            [sys.executable, "-m", "transformer_course", "grade", CH04, str(subs), "--out", str(out),
-             "--timeout", str(TIMEOUT)],
+            [sys.executable, "-c", MEASURED, "grade", CH04, str(subs), "--out", str(out),
+             "--timeout", str(TIMEOUT), "--seed", str(SEED)],
             capture_output=True, text=True, cwd=ROOT, timeout=1200,
         )
         seconds = time.perf_counter() - start
@@ -381,10 +557,12 @@ def batch(tmp_path_factory):
         server.close()
         subprocess.run(["pkill", "-f", MARKER], capture_output=True)
     assert run.returncode == 0, run.stderr[-3000:]
-    rows = {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
+    # grades.csv escapes a name a spreadsheet would run ('=...): the rows are keyed by the name itself
+    rows = {r["student"].removeprefix("'"): r for r in csv.DictReader((out / "grades.csv").open())}
     details = {s["student"]: s for s in json.loads((out / "results.json").read_text())["students"]}
+    peak = int(re.search(r"PEAK_RSS_KB (\d+)", run.stderr)[1]) * 1024
     return {"rows": rows, "details": details, "traces": traces, "written": written, "out": out,
-            "seconds": seconds, "stdout": run.stdout}
+            "seconds": seconds, "stdout": run.stdout, "peak_bytes": peak}
 
 
 def scores(row: dict) -> dict[str, float]:
@@ -450,3 +628,52 @@ def test_the_feedback_pages_hold_no_hidden_tests(batch):
     for page in (batch["out"] / "feedback").glob("*.html"):
         text = page.read_text()
         assert "BEGIN HIDDEN TESTS" not in text and "grading.hidden" not in text, page.name
+
+
+def test_the_graders_own_memory_stays_under_a_gibibyte(batch):
+    """Bombs in what the sandbox wrote (a forged result claiming a 8 TiB tensor), 50 MB floods,
+    a 10 GB allocation: the grader process itself never holds them."""
+    assert batch["peak_bytes"] < 1024**3, batch["peak_bytes"] / 1024**2
+
+
+def test_each_student_has_a_feedback_page_naming_them(batch):
+    """José and Jose differ only in an accent: two pages, each with its own name and score."""
+    pages = {}
+    for student in ("José", "Jose", FORMULA):
+        row = batch["rows"][student]
+        page = batch["out"] / "feedback" / f"{row['id']}.html"
+        text = page.read_text(encoding="utf-8")
+        assert str(markupsafe.escape(student)) in text, (student, page.name)
+        pages[student] = page
+    assert len(set(pages.values())) == 3
+    assert "5 / 7" in pages["Jose"].read_text() and "7 / 7" in pages["José"].read_text()
+
+
+def test_no_cell_of_grades_csv_is_a_formula(batch):
+    text = (batch["out"] / "grades.csv").read_text(encoding="utf-8")
+    cells = [cell for row in csv.reader(text.splitlines()) for cell in row]
+    assert "'" + FORMULA in cells
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")]
+
+
+def test_a_classmates_outputs_would_pass_with_a_shared_seed_but_not_with_per_student_seeds(tmp_path):
+    """The copycat's table holds honest_full's inputs and outputs: with honest_full's seed it
+    passes softmax completely, with its own seed it does not (its test in the batch: 0)."""
+    from course_helpers import student_module
+    from transformer_course import exercises
+    from transformer_course.exercises import ExerciseFailure
+    from transformer_course.exercises.compare import call_student
+    from transformer_course.grading.hardened import prepare_exercise, student_seed, visible_cases
+    from transformer_course.grading.hidden import compare_with_reference
+
+    copycat = student_module(tmp_path, "import torch\n" + copying_softmax(classmate_outputs())).softmax
+    exercise = exercises.get("softmax")
+    for student, should_pass in (("honest_full", True), ("copies_classmate", False)):
+        prepared = prepare_exercise(exercise, student_seed(SEED, student), visible_cases(exercise))
+        passed = True
+        try:
+            for case, expected in zip(prepared.hidden, prepared.expected):
+                compare_with_reference(exercise, call_student(exercise, copycat, case), expected, case)
+        except ExerciseFailure:
+            passed = False
+        assert passed == should_pass, student

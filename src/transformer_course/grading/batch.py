@@ -46,6 +46,7 @@ def grade_folder(
     jobs: int | None = None,
     seed: int | None = None,
     timeout: float | None = None,
+    timings: dict[str, float] | None = None,
 ) -> list[StudentResult]:
     """Grade every submission in ``submissions`` and write the reports into ``out``.
 
@@ -53,6 +54,7 @@ def grade_folder(
     without the sandbox: trusted code only) or ``"nbgrader"`` (plain ``nbgrader autograde``).
     Submissions are graded ``jobs`` at a time (default: one per CPU core; nbgrader: one).
     ``timeout`` is the wall-clock limit of one sandboxed run, in seconds (default: :class:`Limits`).
+    ``timings``, if given, gets the seconds the hardened grader spent per phase, added up.
     Every submission ends as a score or as a per-student error in the reports.
     """
     if not exercises.for_assignment(assignment):
@@ -86,6 +88,9 @@ def grade_folder(
             for future in futures:  # in submission order, whatever order they finish in
                 results.append(future.result())
                 bar.update(1)
+        if timings is not None:
+            for phase, seconds in getattr(backend, "timings", {}).items():
+                timings[phase] = timings.get(phase, 0.0) + seconds
     kept = keep_earlier_run(out)
     if kept:
         print(f"the earlier grades in {out} were moved to {kept}", file=sys.stderr)

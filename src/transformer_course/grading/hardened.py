@@ -30,6 +30,7 @@ import site
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -197,8 +198,8 @@ def sandbox_modules(assignment: str, setup: set[str]) -> list[str]:
         found.add(module)
         todo.extend(_course_imports(module) - found)
     answers = {hidden_tests.get(e.function).reference_module for e in exercises.for_assignment(assignment)}
-    grader = {m for m in found if m.startswith("transformer_course.grading.")
-              and m not in {"transformer_course.grading.probe", "transformer_course.grading.hidden_spec"}}
+    probe = "transformer_course.grading.probe"
+    grader = {m for m in found if m.startswith("transformer_course.grading.") and m != probe}
     if found & answers or grader:
         raise ValueError(f"the sandbox of {assignment} would hold {sorted((found & answers) | grader)}, "
                          "which hold answers: check what the setup cell and the student side import")
@@ -251,6 +252,13 @@ class HardenedBackend:
         self.limits = limits or Limits()
         self.exercises = exercises.for_assignment(assignment)
         self.visible: dict[str, list[Case]] = {}
+        # Seconds spent per phase, over all submissions (bench/bench_class.py prints them).
+        self.timings: dict[str, float] = {}
+        self._timings_lock = threading.Lock()
+
+    def _timed(self, phase: str, seconds: float) -> None:
+        with self._timings_lock:
+            self.timings[phase] = self.timings.get(phase, 0.0) + seconds
 
     @property
     def notebook_names(self) -> list[str]:
@@ -294,7 +302,9 @@ class HardenedBackend:
             )
         result.notes.extend(notes + canonical.notes)
         seed = student_seed(self.seed, student)
+        start = time.perf_counter()
         prepared = [prepare_exercise(e, seed, self.visible[e.function]) for e in self.exercises]
+        self._timed("host: hidden inputs and the reference's outputs", time.perf_counter() - start)
         folder = self.workdir / "runs" / student
         try:
             probed = self._probe(folder, canonical, prepared)
@@ -344,6 +354,7 @@ class HardenedBackend:
         files: list[int] = []
         try:
             plan_exercises = []
+            start = time.perf_counter()
             for index, p in enumerate(left):
                 job = io / f"job-{index}"
                 job.write_bytes(self._job(p))
@@ -355,14 +366,24 @@ class HardenedBackend:
             progress_path = io / "progress"
             progress_fd = os.open(progress_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             files.append(progress_fd)
+            self._timed("host: jobs (slicing the course, pickling the inputs)", time.perf_counter() - start)
             run = self._start(work, canonical, plan_exercises, skip_cells, progress_fd, seconds_left, files)
+            self._timed("sandbox: whole runs", run.seconds)
         finally:
             for fd in files:
                 os.close(fd)
         # Every process of the run has ended: now, and only now, read what it wrote.
+        start = time.perf_counter()
         for index, p in enumerate(left):
             probed.results[p.exercise.function] = read_result(io / f"result-{index}")
-        return run, read_progress(io / "progress")
+        progress = read_progress(io / "progress")
+        self._timed("host: reading the results", time.perf_counter() - start)
+        for event in progress:
+            if event.get("event") == "times":
+                for phase in ("start", "cells", "calls", "cleanup"):
+                    if isinstance(event.get(phase), (int, float)):
+                        self._timed(f"sandbox: per exercise, {phase}", float(event[phase]))
+        return run, progress
 
     def _job(self, prepared: PreparedExercise) -> bytes:
         """An exercise's job: the slices of the course its inputs and the references of the

@@ -292,9 +292,10 @@ class Reporter:
         os.write(self.fd, (json.dumps(event) + "\n").encode("utf-8"))
 
 
-def _wait(pid: int, pipe: int, seconds: float) -> tuple[str, int | None, bool]:
+def _wait(pid: int, pipe: int, seconds: float, times: dict[str, float]) -> tuple[str, int | None, bool]:
     """Follow a child's steps until it ends or runs out of time: (its last step, its exit status
-    or None when it was stopped, whether it ran out of time)."""
+    or None when it was stopped, whether it ran out of time). ``times`` gets when each kind of
+    step was first seen ("cell", "probe", "done")."""
     deadline = time.monotonic() + seconds
     last, buffer, timed_out = "", b"", False
     while True:
@@ -310,6 +311,8 @@ def _wait(pid: int, pipe: int, seconds: float) -> tuple[str, int | None, bool]:
             buffer = (buffer + chunk)[-4096:]
             lines = buffer.split(b"\n")
             complete = [line for line in lines[:-1] if line]
+            for line in complete:
+                times.setdefault(line.split(b" ")[0][:16].decode("ascii", "replace"), time.monotonic())
             if complete:
                 last = complete[-1][:64].decode("ascii", "replace")
             buffer = lines[-1]
@@ -324,6 +327,20 @@ def _wait(pid: int, pipe: int, seconds: float) -> tuple[str, int | None, bool]:
             pass
     _, status = os.waitpid(pid, 0)
     return last, (None if timed_out else status), timed_out
+
+
+def _phases(times: dict[str, float]) -> dict[str, float]:
+    """Seconds a child spent starting (reading its job), running the cells, making the calls, and
+    the zygote spent cleaning up after it; for the grader's figures."""
+    marks = [times["fork"], times.get("cell", times.get("probe")), times.get("probe"), times.get("done"),
+             times["clean"]]
+    names = ("start", "cells", "calls", "cleanup")
+    phases, previous = {}, marks[0]
+    for name, mark in zip(names, marks[1:]):
+        if mark is not None:
+            phases[name] = round(mark - previous, 6)
+            previous = mark
+    return phases
 
 
 def _how(status: int | None, timed_out: bool) -> str:
@@ -354,12 +371,15 @@ def run_exercise(plan: dict, exercise: dict, skip: set[int], report: Reporter, n
             os.setpgid(0, 0)
             child(plan, exercise, skip, write_end, namespace, threads)
         os.close(write_end)
-        last, status, timed_out = _wait(pid, read_end, seconds)
+        times = {"fork": time.monotonic()}
+        last, status, timed_out = _wait(pid, read_end, seconds, times)
         os.close(read_end)
         _end_everything_else(plan["sandboxed"], pid)
         for folder in plan["wipe"]:  # what the child wrote: the next one starts clean
             _empty(folder)
+        times["clean"] = time.monotonic()
         how = "done" if last == "done" and status == 0 else _how(status, timed_out)
+        report(event="times", function=exercise["function"], **_phases(times))
         words = last.split()
         cell = int(words[1]) if len(words) == 2 and words[0] == "cell" and words[1].isdigit() else None
         if how == "done" or cell is None:

@@ -23,19 +23,9 @@ def _chapter_modules() -> list[str]:
     return sorted(f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__) if m.name.startswith("ch"))
 
 
-def _student_side_modules() -> list[str]:
-    return sorted(f"{exercises.__name__}.{m.name}" for m in pkgutil.iter_modules(exercises.__path__)
-                  if m.name.startswith("ch"))
-
-
-def _collect() -> tuple[HiddenTests, ...]:
-    found = []
-    for name in [*_chapter_modules(), *_student_side_modules()]:
-        found.extend(getattr(importlib.import_module(name), "HIDDEN_TESTS", ()))
-    return tuple(found)
-
-
-ALL: tuple[HiddenTests, ...] = _collect()
+ALL: tuple[HiddenTests, ...] = tuple(
+    tests for name in _chapter_modules() for tests in importlib.import_module(name).HIDDEN_TESTS
+)
 _BY_NAME = {h.function: h for h in ALL}
 assert len(_BY_NAME) == len(ALL), "two hidden tests share a function name"
 _missing = sorted({e.function for e in exercises.ALL} - set(_BY_NAME))
