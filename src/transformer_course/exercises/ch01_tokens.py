@@ -20,9 +20,8 @@ from collections.abc import Callable
 import torch
 
 from .base import Case, Exercise, ExerciseFailure, Forbidden
-from .compare import mismatch, plain_mismatch
+from .compare import expect_close, expect_equal
 from .inputs import randn
-from .recorded import recorded_mistake
 
 ASSIGNMENT = "01-tokens"
 UNK = "<unk>"  # the same string as transformer_course.tokenizer.UNK (not imported: see base.py)
@@ -49,47 +48,6 @@ COSINE_CALLS = Forbidden(
 )
 
 
-def _fail(problem: str, hint: str, seen: tuple[str, str, tuple] | None) -> None:
-    """Raise ExerciseFailure for ``problem``, with the likely mistake or else ``hint``.
-
-    ``seen`` is ``(function, label, outputs)``: the visible call and what the student's function
-    returned on it. When a typical mistake, run by the grader side on the same input, returned the
-    same (:func:`~.recorded.recorded_mistake`), the message names that mistake, so a student gets it
-    in the notebook already, not only from the grader.
-    """
-    __tracebackhide__ = True
-    likely = recorded_mistake(*seen) if seen else None
-    if likely:
-        raise ExerciseFailure(f"{problem}.\n  Likely mistake: {likely}")
-    raise ExerciseFailure(problem + (f".\n  Hint: {hint}" if hint else "."))
-
-
-def _expect_equal(actual, expected, *, name: str, what: str, hint: str = "",
-                  seen: tuple[str, str, tuple] | None = None) -> None:
-    """Raise ExerciseFailure unless the plain value ``actual`` equals ``expected``.
-
-    The message names the first difference, and the typical mistake that explains ``seen``
-    (see :func:`_fail`), else ``hint``.
-    """
-    __tracebackhide__ = True
-    problem = plain_mismatch(actual, expected, name=name, what=what)
-    if problem:
-        _fail(problem, hint, seen)
-
-
-def _expect_close(actual, expected, *, what: str, hint: str = "",
-                  seen: tuple[str, str, tuple] | None = None) -> None:
-    """Raise ExerciseFailure unless the tensor ``actual`` is close to ``expected``.
-
-    Like :func:`_expect_equal` for tensors; ``actual`` may be one of several outputs in ``seen``.
-    """
-    __tracebackhide__ = True
-    problem = mismatch(actual, torch.as_tensor(expected, dtype=torch.float64), what=what,
-                       rtol=1e-3, atol=1e-3)
-    if problem:
-        _fail(problem, hint, seen)
-
-
 # --------------------------------------------------------------------------- build_vocab
 
 
@@ -103,25 +61,25 @@ def vocab_visible(call: Callable[..., tuple]) -> int:
             f"the vocabulary has no entry {UNK!r}: start with {{'{UNK}': 0}} and give the "
             "tokens the ids after it."
         )
-    _expect_equal(vocab, {UNK: 0, "the": 1, "cat": 2, "mat": 3, "on": 4, "sat": 5},
+    expect_equal(vocab, {UNK: 0, "the": 1, "cat": 2, "mat": 3, "on": 4, "sat": 5},
                   name="vocab", what='build_vocab("the cat sat on the mat".split())',
                   seen=("build_vocab", label, (vocab,)),
                   hint="'<unk>' is 0; then the most frequent token ('the', twice); then the "
                        "others, all once, in alphabetical order.")
     label = "a tie: b a b a c"
     (vocab,) = call(label, ["b", "a", "b", "a", "c"])
-    _expect_equal(vocab, {UNK: 0, "a": 1, "b": 2, "c": 3}, name="vocab",
+    expect_equal(vocab, {UNK: 0, "a": 1, "b": 2, "c": 3}, name="vocab",
                   what="build_vocab(['b', 'a', 'b', 'a', 'c'])", seen=("build_vocab", label, (vocab,)),
                   hint="'a' and 'b' occur twice each: equally frequent tokens go in alphabetical "
                        "order, whichever came first (sort by (-count, token)).")
     label = "min_count=2"
     (vocab,) = call(label, tokens, min_count=2)
-    _expect_equal(vocab, {UNK: 0, "the": 1}, name="vocab",
+    expect_equal(vocab, {UNK: 0, "the": 1}, name="vocab",
                   what='build_vocab("the cat sat on the mat".split(), min_count=2)',
                   seen=("build_vocab", label, (vocab,)),
                   hint="keep only tokens that occur at least min_count times (count >= min_count).")
     (vocab,) = call("no tokens", [])
-    _expect_equal(vocab, {UNK: 0}, name="vocab", what="build_vocab([])",
+    expect_equal(vocab, {UNK: 0}, name="vocab", what="build_vocab([])",
                   hint="even an empty text has the unknown token.")
     return 4
 
@@ -144,19 +102,19 @@ def ids_visible(call: Callable[..., tuple]) -> int:
     vocab = {UNK: 0, "the": 1, "cat": 2, "mat": 3, "on": 4, "sat": 5}
     label = "the dog sat on the mat"
     (ids,) = call(label, "the dog sat on the mat".split(), vocab)
-    _expect_equal(ids, [1, 0, 5, 4, 1, 3], name="ids",
+    expect_equal(ids, [1, 0, 5, 4, 1, 3], name="ids",
                   what='tokens_to_ids("the dog sat on the mat".split(), vocab) with the vocabulary '
                        'of "the cat sat on the mat"', seen=("tokens_to_ids", label, (ids,)),
                   hint="one id per token; 'dog' is not in the vocabulary, so it gets the id of "
                        "'<unk>' (vocab.get(token, ...)).")
     label = "a vocabulary whose <unk> is 2"
     (ids,) = call(label, ["a", "b"], {"<pad>": 0, "a": 1, UNK: 2})
-    _expect_equal(ids, [1, 2], name="ids",
+    expect_equal(ids, [1, 2], name="ids",
                   what="tokens_to_ids(['a', 'b'], {'<pad>': 0, 'a': 1, '<unk>': 2})",
                   seen=("tokens_to_ids", label, (ids,)),
                   hint="look the unknown id up, vocab['<unk>'], rather than assuming it is 0.")
     (ids,) = call("no tokens", [], vocab)
-    _expect_equal(ids, [], name="ids", what="tokens_to_ids([], vocab)")
+    expect_equal(ids, [], name="ids", what="tokens_to_ids([], vocab)")
     return 3
 
 
@@ -189,7 +147,7 @@ def merge_visible(call: Callable[..., tuple]) -> int:
     for ids, pair, new_id, expected, hint in examples:
         label = f"merge_pair({ids}, {pair}, {new_id})"
         (merged,) = call(label, list(ids), pair, new_id)
-        _expect_equal(merged, expected, name="ids", what=label, hint=hint,
+        expect_equal(merged, expected, name="ids", what=label, hint=hint,
                       seen=("merge_pair", label, (merged,)))
     return len(examples)
 
@@ -228,7 +186,7 @@ def learn_visible(call: Callable[..., tuple]) -> int:
     ]
     for words, num_merges, what, expected, hint in examples:
         (merges,) = call(what, list(words), num_merges)
-        _expect_equal(merges, expected, name="merges", what=what, hint=hint,
+        expect_equal(merges, expected, name="merges", what=what, hint=hint,
                       seen=("learn_bpe", what, (merges,)))
     return len(examples)
 
@@ -280,7 +238,7 @@ def embed_visible(call: Callable[..., tuple]) -> int:
             "you return the rows of the table as they are: multiply them by sqrt(d_model) = "
             "sqrt(4) = 2."
         )
-    _expect_close(x, rows * 2, what='the vectors of "How are you" (ids [1234, 456, 23])',
+    expect_close(x, rows * 2, what='the vectors of "How are you" (ids [1234, 456, 23])',
                   hint="row i of the result is table[token_ids[i]] * sqrt(d_model), here * 2.",
                   seen=("embed_tokens", label, (x,)))
     batch = torch.tensor([[1234, 456, 23], [23, 23, 1234]])
@@ -290,7 +248,7 @@ def embed_visible(call: Callable[..., tuple]) -> int:
             f"for ids of shape (2, 3) the vectors have shape {tuple(x.shape)}, expected "
             "(2, 3, 4) = (batch, seq, d_model): table[token_ids] keeps the ids' shape."
         )
-    _expect_close(x[1], torch.stack([rows[2], rows[2], rows[0]]) * 2,
+    expect_close(x[1], torch.stack([rows[2], rows[2], rows[0]]) * 2,
                   what="the second sequence of the batch, ids [23, 23, 1234]")
     return 3
 
@@ -336,7 +294,7 @@ def cosine_visible(call: Callable[..., tuple]) -> int:
             "vectors (or scale every vector to length 1 first)."
         )
     r = 1 / math.sqrt(2)
-    _expect_close(s, [[1.0, 0.0, -1.0], [r, r, -r]],
+    expect_close(s, [[1.0, 0.0, -1.0], [r, r, -r]],
                   what="cosine_similarity_matrix(a, b) for a = [[1, 0], [1, 1]], "
                        "b = [[2, 0], [0, 3], [-1, 0]]",
                   hint="[1, 0] and [2, 0] point the same way (1), [1, 0] and [0, 3] are "
@@ -351,7 +309,7 @@ def cosine_visible(call: Callable[..., tuple]) -> int:
             "a zero vector gives NaN (0 / 0): divide by the length clamped to at least 1e-8, "
             "norm.clamp_min(1e-8), so that a zero vector has similarity 0 with everything."
         )
-    _expect_close(s, [[0.0], [0.6]], what="similarities of [0, 0] and [3, 4] with [2, 0]",
+    expect_close(s, [[0.0], [0.6]], what="similarities of [0, 0] and [3, 4] with [2, 0]",
                   hint="a zero vector has similarity 0; [3, 4] has length 5, so cos = 6 / (5 * 2).",
                   seen=("cosine_similarity_matrix", label, (s,)))
     gen = torch.Generator().manual_seed(1)
@@ -366,7 +324,7 @@ def cosine_visible(call: Callable[..., tuple]) -> int:
         )
     (s,) = call("a (2, 3, 4) with itself", x, x)
     diagonal = torch.diagonal(s, dim1=-2, dim2=-1)
-    _expect_close(diagonal, torch.ones(2, 3), what="the similarity of each vector with itself",
+    expect_close(diagonal, torch.ones(2, 3), what="the similarity of each vector with itself",
                   hint="cos(x, x) = 1: normalise along the last dimension (dim=-1, keepdim=True).")
     return 5
 
@@ -416,10 +374,10 @@ def neighbours_visible(call: Callable[..., tuple]) -> int:
             "[1, 0] (similarity 0.995), row 2 is 45 degrees away (0.707)."
         )
     seen = ("nearest_neighbours", label, (indices, sims))
-    _expect_close(indices, [0, 4], what="indices of the 2 nearest rows to [1, 0]",
+    expect_close(indices, [0, 4], what="indices of the 2 nearest rows to [1, 0]",
                   hint="row 0 = [1, 0] has similarity 1, row 4 = [10, 1] has 10/sqrt(101) ≈ 0.995.",
                   seen=seen)
-    _expect_close(sims, [1.0, 10 / math.sqrt(101)], what="similarities of the 2 nearest rows",
+    expect_close(sims, [1.0, 10 / math.sqrt(101)], what="similarities of the 2 nearest rows",
                   hint="return the cosine similarities of the neighbours, largest first.", seen=seen)
     queries = torch.tensor([[0.0, 2.0], [-3.0, 0.1], [1.0, 0.9]], dtype=torch.float64)
     label = "three queries (3, 2), k = 1"
@@ -430,7 +388,7 @@ def neighbours_visible(call: Callable[..., tuple]) -> int:
             f"similarities {tuple(sims.shape)}, expected (3, 1) each: one row of k neighbours "
             "per query (work along the last dimension)."
         )
-    _expect_close(indices, [[1], [3], [2]],
+    expect_close(indices, [[1], [3], [2]],
                   what="the nearest row to each of [0, 2], [-3, 0.1], [1, 0.9]",
                   seen=("nearest_neighbours", label, (indices, sims)))
     indices, sims = call("all 5 rows, k = 5", query, table, 5)

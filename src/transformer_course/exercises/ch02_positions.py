@@ -70,20 +70,14 @@ class TableCase(Case):
 
 def _expect(got: torch.Tensor, expected: Any, *, what: str, hint: str, recorded: tuple[str, str] | None = None,
             outputs: tuple | None = None, rtol: float = 1e-6, atol: float = 1e-6) -> None:
-    """expect_close, with the hint of a typical mistake in place of the general one when the student's
-    outputs are that mistake's.
+    """expect_close, naming the typical mistake when the student's outputs are that mistake's.
 
     ``recorded`` is ``(function, label)`` of the visible call that gave ``got``; ``outputs`` are all
     of that call's outputs (default: ``got`` alone), compared with the mistakes' recorded outputs.
     """
     __tracebackhide__ = True
-    expected = torch.as_tensor(expected, dtype=torch.float64)
-    if tuple(got.shape) == tuple(expected.shape) and torch.allclose(
-        got.detach().cpu().double(), expected, rtol=rtol, atol=atol
-    ):
-        return
-    named = _likely_mistake(recorded, outputs if outputs is not None else (got,))
-    expect_close(got, expected, what=what, hint=named or hint, rtol=rtol, atol=atol)
+    seen = None if recorded is None else (*recorded, outputs if outputs is not None else (got,))
+    expect_close(got, expected, what=what, hint=hint, rtol=rtol, atol=atol, seen=seen)
 
 
 def _likely_mistake(recorded: tuple[str, str] | None, outputs: tuple) -> str | None:

@@ -22,27 +22,11 @@ from .base import Case, Exercise, ExerciseFailure
 from .compare import expect_close, expect_sums_to_one
 from .inputs import randn
 from .library_calls import MHA_CALLS, SDPA_CALLS, TRANSFORMER_CALLS
-from .recorded import recorded_mistake
 
 ASSIGNMENT = "05-multihead"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _expect_close_naming_mistake(function: str, label: str, outputs: tuple, actual: torch.Tensor,
-                                 expected, *, what: str, hint: str, rtol: float = 1e-3,
-                                 atol: float = 1e-3) -> None:
-    """expect_close, with the hint of the typical mistake whose recorded outputs on the visible
-    call ``label`` equal the student's ``outputs``, when one does (else ``hint``)."""
-    __tracebackhide__ = True
-    try:
-        expect_close(actual, expected, what=what, hint=hint, rtol=rtol, atol=atol)
-    except ExerciseFailure:
-        likely = recorded_mistake(function, label, outputs)
-        if likely is None:
-            raise
-        expect_close(actual, expected, what=what, hint=likely, rtol=rtol, atol=atol)
 
 
 def _split_shape_hint(actual: tuple, expected: tuple, case: Case) -> str | None:
@@ -101,8 +85,8 @@ def split_visible(call: Callable[..., tuple]) -> int:
             f"split_heads(x of shape (1, 3, 4), 2) has shape {tuple(heads.shape)}, expected "
             f"(1, 2, 3, 2) = (batch, heads, seq, d_head)" + (f": {hint}" if hint else ".")
         )
-    _expect_close_naming_mistake(
-        "split_heads", label, (heads,), heads, _WORKED_HEADS,
+    expect_close(
+        heads, _WORKED_HEADS, seen=("split_heads", label, (heads,)),
         what="split_heads(arange(12).reshape(1, 3, 4), 2)", rtol=0, atol=1e-9,
         hint="head h holds columns h * d_head to (h + 1) * d_head - 1 of every position: "
              "head 0 is [[0, 1], [4, 5], [8, 9]], head 1 is [[2, 3], [6, 7], [10, 11]].")
@@ -144,8 +128,8 @@ def merge_visible(call: Callable[..., tuple]) -> int:
             f"merge_heads of a (1, 2, 3, 2) tensor has shape {tuple(x.shape)}, expected "
             f"(1, 3, 4) = (batch, seq, heads * d_head)" + (f": {hint}" if hint else ".")
         )
-    _expect_close_naming_mistake(
-        "merge_heads", label, (x,), x, _worked_x(),
+    expect_close(
+        x, _worked_x(), seen=("merge_heads", label, (x,)),
         what="merge_heads of the worked example's heads", rtol=0, atol=1e-9,
         hint="position i gets head 0's row i in columns 0-1 and head 1's row i in columns "
              "2-3: the result is [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]].")
@@ -231,8 +215,7 @@ def _expect_mha_close(case: Case, outputs: tuple, actual: torch.Tensor, expected
     """A MultiHeadAttention output (or part of one) close to ``expected``, else the message
     with the typical mistake whose recorded outputs on ``case`` equal ``outputs``, or ``hint``."""
     __tracebackhide__ = True
-    _expect_close_naming_mistake("MultiHeadAttention", case.label, outputs, actual, expected,
-                                 what=what, hint=hint)
+    expect_close(actual, expected, what=what, hint=hint, seen=("MultiHeadAttention", case.label, outputs))
 
 
 def _expect_shapes(outputs: tuple, want: tuple[tuple, tuple], case: Case) -> None:

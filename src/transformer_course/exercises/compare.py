@@ -14,7 +14,7 @@ import os
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -371,6 +371,25 @@ def plain_mismatch(actual: Any, expected: Any, *, name: str, what: str) -> str |
     return f"{what}: {problem} (got {_preview(actual)}, expected {_preview(expected)})"
 
 
+# (function, label of a visible call, what the student's function returned on it): lets a failed
+# visible check name the typical mistake whose recorded outputs on that call are the same.
+Seen = tuple[str, str, tuple]
+
+
+def fail(problem: str, hint: str = "", seen: Seen | None = None) -> NoReturn:
+    """Raise ExerciseFailure for ``problem``: with the likely mistake when the student's outputs in
+    ``seen`` are those a typical mistake gave on the same visible input (recorded by the grader
+    side, see :mod:`.recorded`), else with ``hint``. So a student learns the likely mistake in the
+    notebook already, not only from the grader."""
+    __tracebackhide__ = True
+    from .recorded import recorded_mistake  # (it reads the registry, which imports this module)
+
+    likely = recorded_mistake(*seen) if seen else None
+    if likely:
+        raise ExerciseFailure(f"{problem}.\n  Likely mistake: {likely}")
+    raise ExerciseFailure(problem + (f".\n  Hint: {hint}" if hint else "."))
+
+
 def expect_close(
     actual: torch.Tensor,
     expected: Any,
@@ -379,13 +398,25 @@ def expect_close(
     hint: str = "",
     rtol: float = 1e-3,
     atol: float = 1e-3,
+    seen: Seen | None = None,
 ) -> None:
-    """Raise ExerciseFailure unless ``actual`` is close to ``expected`` (for worked examples)."""
+    """Raise ExerciseFailure unless ``actual`` is close to ``expected`` (for worked examples); the
+    message names the likely mistake when ``seen`` shows one (see :func:`fail`)."""
     __tracebackhide__ = True
     expected = torch.as_tensor(expected, dtype=torch.float64)
     problem = mismatch(actual, expected, what=what, rtol=rtol, atol=atol)
     if problem:
-        raise ExerciseFailure(problem + (f".\n  Hint: {hint}" if hint else "."))
+        fail(problem, hint, seen)
+
+
+def expect_equal(actual: Any, expected: Any, *, name: str, what: str, hint: str = "",
+                 seen: Seen | None = None) -> None:
+    """Raise ExerciseFailure unless the plain value ``actual`` (a list, dict, ...) equals
+    ``expected``; the message names the first difference, and the likely mistake (see :func:`fail`)."""
+    __tracebackhide__ = True
+    problem = plain_mismatch(actual, expected, name=name, what=what)
+    if problem:
+        fail(problem, hint, seen)
 
 
 def expect_sums_to_one(weights: torch.Tensor, dim: int, what: str, hint: str) -> None:
