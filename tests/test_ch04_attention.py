@@ -199,6 +199,23 @@ FORBIDDEN_SOFTMAX = {
         "import importlib\ndef softmax(x, dim=-1):\n"
         "    return importlib.import_module('transformer_' + 'course.attention').softmax(x, dim)\n"
     ),
+    # around the run-time watch (issue 11), the library function reached by a computed name so that
+    # only the watch can see it: in a thread, in a raw thread, with the watch switched off
+    "in a thread": (
+        "import threading, torch\ndef softmax(x, dim=-1):\n    out = []\n"
+        "    t = threading.Thread(target=lambda: out.append(getattr(torch, 'soft' + 'max')(x, dim)))\n"
+        "    t.start(); t.join()\n    return out[0]\n"
+    ),
+    "in a raw thread": (
+        "import _thread, time, torch\ndef softmax(x, dim=-1):\n    out = []\n"
+        "    _thread.start_new_thread(lambda: out.append(getattr(torch, 'soft' + 'max')(x, dim)), ())\n"
+        "    while not out:\n        time.sleep(0.001)\n    return out[0]\n"
+    ),
+    "watch switched off": (
+        "import sys, torch\ndef softmax(x, dim=-1):\n    getattr(sys, 'set' + 'profile')(None)\n"
+        "    return getattr(torch, 'soft' + 'max')(x, dim)\n"
+    ),
+    "import alias": "from torch import softmax as plain\ndef softmax(x, dim=-1):\n    return plain(x, dim)\n",
 }
 
 

@@ -677,3 +677,13 @@ def test_a_classmates_outputs_would_pass_with_a_shared_seed_but_not_with_per_stu
         except ExerciseFailure:
             passed = False
         assert passed == should_pass, student
+
+
+def test_nothing_outside_is_read_into_a_report(batch):
+    """Links to /etc/passwd and another student's folder lay where the grader used to read
+    results: no report holds a line of either."""
+    secret = Path("/etc/passwd").read_text().splitlines()[0]
+    for report in [batch["out"] / "grades.csv", batch["out"] / "results.json",
+                   *(batch["out"] / "feedback").glob("*.html")]:
+        text = report.read_text(encoding="utf-8")
+        assert secret not in text and '"nbformat"' not in text, report.name

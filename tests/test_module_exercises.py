@@ -145,6 +145,23 @@ def test_a_forbidden_layer_reached_by_a_computed_name_is_caught_at_run_time(fail
     assert "earns no points" in message and "torch.nn.Transformer" in message
 
 
+@pytest.mark.parametrize("where", ["__new__", "metaclass"])
+def test_a_forbidden_layer_built_before_init_is_caught_too(failure, where):
+    """The watch covers building the module as a whole, not only __init__ and forward."""
+    cheat = "getattr(nn, 'Transformer' + 'EncoderLayer')(4, 1, 8)"
+    if where == "__new__":
+        code = GOOD.replace("    def __init__(self, d_model, d_ff):",
+                            f"    def __new__(cls, *args, **kwargs):\n        {cheat}\n"
+                            "        return super().__new__(cls)\n\n    def __init__(self, d_model, d_ff):")
+    else:
+        code = GOOD.replace("class ToyFeedForward(nn.Module):",
+                            "class Meta(type(nn.Module)):\n    def __call__(cls, *args, **kwargs):\n"
+                            f"        {cheat}\n        return super().__call__(*args, **kwargs)\n\n"
+                            "class ToyFeedForward(nn.Module, metaclass=Meta):")
+    message = failure(code)
+    assert "earns no points" in message and "torch.nn.Transformer" in message
+
+
 def test_deriving_from_the_reference_earns_nothing(failure):
     code = HEADER + "from transformer_course.feedforward import FeedForward as ToyFeedForward\n"
     assert "reference implementation" in failure(code)
