@@ -23,6 +23,7 @@ import ast
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import shutil
@@ -773,7 +774,7 @@ def _tensor(spec: Any, blob: memoryview) -> torch.Tensor:
             isinstance(n, int) and 0 <= n for n in shape) or not isinstance(offset, int) or not isinstance(nbytes, int):
         raise ValueError("tensor description")
     itemsize = np.dtype(array).itemsize
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # Python integers: a crafted shape cannot overflow into a small count
     if count * itemsize != nbytes or offset < 0 or offset + nbytes > len(blob):
         raise ValueError("tensor size")
     values = np.frombuffer(blob, dtype=np.dtype(array), count=count, offset=offset).reshape(shape).copy()
