@@ -299,6 +299,13 @@ FORGED_RESULTS = (  # a process left behind overwrites the exercise's result fil
     "    os._exit(0)\n"
 )
 
+CLOSES_ITS_PIPES = (  # closes every file it holds (the probe's step pipe too), then hangs
+    "import os, time\n\n"
+    "def softmax(x, dim=-1):\n"
+    "    os.closerange(3, 1024)\n"
+    "    time.sleep(3600)\n"
+)
+
 KILLS_PROBE = "import os, signal\n\ndef softmax(x, dim=-1):\n    os.kill(os.getppid(), signal.SIGKILL)\n"
 
 THREE_HOGS = (  # three processes of 1.5 GiB each: allowed one by one, not together (4 GiB)
@@ -398,6 +405,7 @@ def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbfor
         "links_and_pipes": notebook(added={"setup": LINKS_AND_PIPES}),
         "forged_results": notebook(added={"softmax": FORGED_RESULTS}),
         "kills_probe": notebook({"softmax": KILLS_PROBE}),
+        "closes_its_pipes": notebook({"softmax": CLOSES_ITS_PIPES}),
         "three_hogs": notebook(added={"setup": THREE_HOGS}),
         "fills_tmp": notebook(added={"setup": FILLS_TMP}),
         "copies_classmate": notebook({"softmax": copying_softmax(classmate_outputs())}),
@@ -452,6 +460,7 @@ EXPECTED = {
     "forged_results": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
                        "could not be read back"),
     "kills_probe": (losing("softmax"), "the run ended while `softmax` was being checked"),
+    "closes_its_pipes": (losing("softmax"), "ran out of time"),
     "three_hogs": (FULL, None),
     "fills_tmp": (FULL, None),
     "copies_classmate": (losing("softmax"), "entries differ"),

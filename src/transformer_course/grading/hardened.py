@@ -565,7 +565,7 @@ class Probed:
                 skip_cells.add(index)
                 cell = canonical.cells[index]
                 why = _why(str(event.get("how", "")), run)
-                if cell.kind == "answer" and cell.grade_id in names:
+                if cell.kind == "answer" and cell.grade_id in names and cell.grade_id not in self.records:
                     self.stopped.setdefault(
                         cell.grade_id, f"not checked: the run ended while running the cell `{cell.grade_id}`: {why}")
                 elif cell.kind == "added":

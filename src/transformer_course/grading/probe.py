@@ -307,7 +307,7 @@ def _wait(pid: int, pipe: int, seconds: float, times: dict[str, float]) -> tuple
         if ready:
             chunk = os.read(pipe, 4096)
             if not chunk:
-                break  # every writer closed it: the child (and what it started) ended
+                break  # every writer closed it: the child ended, or its code closed the pipe
             buffer = (buffer + chunk)[-4096:]
             lines = buffer.split(b"\n")
             complete = [line for line in lines[:-1] if line]
@@ -320,13 +320,20 @@ def _wait(pid: int, pipe: int, seconds: float, times: dict[str, float]) -> tuple
             ended, status = os.waitpid(pid, os.WNOHANG)
             if ended:
                 return last, status, False
-    if timed_out:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _, status = os.waitpid(pid, 0)
-    return last, (None if timed_out else status), timed_out
+    while not timed_out:  # the pipe closed (the student's code may close it): wait, but not forever
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        if ended:
+            return last, status, False
+        if time.monotonic() > deadline:
+            timed_out = True
+        else:
+            time.sleep(0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+    return last, None, True
 
 
 def _phases(times: dict[str, float]) -> dict[str, float]:
