@@ -46,6 +46,7 @@ from .. import exercises
 from ..exercises import Case, Exercise, ExerciseFailure
 from ..exercises.compare import call_student, normalise_outputs, run_case
 from ..exercises.forbidden import forbidden_message, source_violation, tampering_in_source
+from ..exercises.running import with_globals
 from . import hidden_tests
 from .canonical import Canonical, canonicalise, read_notebook
 from .hidden import compare_with_reference, exact_matmuls
@@ -105,7 +106,7 @@ def _recorder(exercise: Exercise, reference: Callable, into: list[Case]) -> Call
 def student_seed(run_seed: int, student: str) -> int:
     """The seed of one student's hidden inputs: a keyed hash of their id with the run's secret
     seed, so a classmate's outputs are worth nothing, and ``--seed`` replays every student."""
-    digest = hmac.new(run_seed.to_bytes(16, "big", signed=False), student.encode("utf-8"), hashlib.sha256)
+    digest = hmac.new(int(run_seed).to_bytes(16, "big", signed=True), student.encode("utf-8"), hashlib.sha256)
     return int.from_bytes(digest.digest()[:4], "big") & 0x7FFFFFFF
 
 
@@ -113,8 +114,6 @@ def visible_cases(exercise: Exercise) -> list[Case]:
     """The calls the exercise's visible checks make (recorded by running them on the reference)."""
     tests = hidden_tests.get(exercise.function)
     uses = {name: hidden_tests.get(name).load_reference() for name in exercise.uses}
-    from ..exercises.running import with_globals
-
     visible: list[Case] = []
     exercise.visible_checks(_recorder(exercise, with_globals(tests.load_reference(), uses), visible))
     return visible
