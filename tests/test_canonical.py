@@ -11,7 +11,14 @@ import nbformat
 import pytest
 
 from course_helpers import answer_sources, release_path
-from transformer_course.grading.canonical import canonicalise, grade_id_of, read_notebook
+from transformer_course.grading.canonical import (
+    MAX_ADDED_CELLS,
+    MAX_CELL_BYTES,
+    MAX_CELLS,
+    canonicalise,
+    grade_id_of,
+    read_notebook,
+)
 
 CH04 = "04-attention"
 MAX = 1024**2
@@ -159,3 +166,29 @@ def test_a_notebook_breaking_the_schema_outside_its_cells_is_read_with_a_note(tm
     nb, problem, notes = read_notebook(_write_json(tmp_path, data), MAX)
     assert problem is None and len(nb.cells) == len(solved.cells)
     assert "does not follow the notebook format" in notes[0] and "damaged" not in notes[0]
+
+
+def test_an_answer_cell_too_big_to_be_an_answer_costs_its_exercise(pristine, solved):
+    """The grader parses what runs, at ~450 bytes of memory per byte: a 6 MB cell (a list of three
+    million zeros) would cost gigabytes. An answer over the cap is not run, with a message."""
+    cell(solved, "softmax").source = "_big = [" + "0," * (MAX_CELL_BYTES // 2 + 1) + "]\n"
+    canonical = canonicalise(solved, pristine)
+    assert "kB of code, more than" in canonical.problems["softmax"]
+    assert set(canonical.problems) == {"softmax"}
+
+
+def test_the_students_own_cells_are_capped_with_a_note(pristine, solved):
+    many = [nbformat.v4.new_code_cell(f"x{i} = {i}") for i in range(MAX_ADDED_CELLS + 5)]
+    big = nbformat.v4.new_code_cell("_big = [" + "0," * (MAX_CELL_BYTES // 2 + 1) + "]")
+    solved.cells = solved.cells + many + [big]
+    canonical = canonicalise(solved, pristine)
+    added = [c for c in canonical.cells if c.kind == "added"]
+    assert len(added) == MAX_ADDED_CELLS and not canonical.problems
+    assert any("6 code cell(s) you added were left out" in n for n in canonical.notes), canonical.notes
+
+
+def test_a_notebook_of_too_many_cells_is_refused_before_it_is_validated(tmp_path, solved):
+    solved.cells = solved.cells + [nbformat.v4.new_code_cell("pass") for _ in range(MAX_CELLS)]
+    nbformat.write(solved, tmp_path / "many.ipynb")
+    nb, problem, _ = read_notebook(tmp_path / "many.ipynb")
+    assert nb is None and "cells, more than" in problem

@@ -78,6 +78,18 @@ def test_safe_ids(name, safe):
     assert safe_id(name) == safe
 
 
+def test_a_file_name_cannot_hand_in_for_a_classmate(tmp_path):
+    """Bob's second Canvas upload named like a Blackboard attempt of Alice's stays Bob's."""
+    for name in ("smithalice_1001_5001_attention.ipynb", "jonesbob_1002_5002_attention.ipynb",
+                 "jonesbob_1002_5003_x_smithalice_attempt_2099-01-01-00-00-00_attention.ipynb"):
+        (tmp_path / name).write_text("{}")
+    found = {s.student: s for s in find_submissions(tmp_path, ["attention.ipynb"])}
+    assert sorted(found) == ["jonesbob", "smithalice"]
+    assert found["smithalice"].path.name == "smithalice_1001_5001_attention.ipynb"
+    assert found["jonesbob"].path.name == "jonesbob_1002_5002_attention.ipynb"
+    assert "x_smithalice_attempt" in found["jonesbob"].notes[0]
+
+
 def test_the_reports_folder_is_not_taken_for_a_student(tmp_path):
     (tmp_path / "grades").mkdir()
     (tmp_path / "grades" / "old.ipynb").write_text("{}")

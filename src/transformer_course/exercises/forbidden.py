@@ -127,11 +127,11 @@ def _imported(node: ast.AST) -> tuple[list[str], list[str]]:
     return [], []
 
 
-def tampering_in_source(source: str) -> str | None:
+def tampering_in_source(source: str, tree: ast.AST | None = None) -> str | None:
     """What in ``source`` could switch off or get around the run-time watch (``sys.setprofile``,
     ``ctypes``, walking the garbage collector's objects...), said as "uses `ctypes`", or None.
-    A course notebook has no use for any of them."""
-    tree = _parse(source)
+    A course notebook has no use for any of them. ``tree``: ``source`` already parsed."""
+    tree = tree if tree is not None else _parse(source)
     for node in ast.walk(tree) if tree is not None else ():
         modules, names = _imported(node)
         for name in [*(m.split(".")[0] for m in modules if m), *names]:
@@ -142,9 +142,10 @@ def tampering_in_source(source: str) -> str | None:
     return None
 
 
-def source_violation(exercise: Exercise, source: str) -> str | None:
-    """What forbidden thing the source code of an answer names, or None (syntax-tree look)."""
-    tree = _parse(source)
+def source_violation(exercise: Exercise, source: str, tree: ast.AST | None = None) -> str | None:
+    """What forbidden thing the source code of an answer names, or None (syntax-tree look).
+    ``tree``: ``source`` already parsed."""
+    tree = tree if tree is not None else _parse(source)
     for node in ast.walk(tree) if tree is not None else ():
         modules, names = _imported(node)
         called = [node.attr] if isinstance(node, ast.Attribute) else names
@@ -155,7 +156,7 @@ def source_violation(exercise: Exercise, source: str) -> str | None:
             return "imports the course's reference implementation"
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and "transformer_course" in node.value:
             return "names the course's reference implementation"
-    tampering = tampering_in_source(source)
+    tampering = tampering_in_source(source, tree)
     return f"{tampering}, which interferes with the grader" if tampering else None
 
 

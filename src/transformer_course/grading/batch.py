@@ -138,7 +138,7 @@ def _grade_one(backend: Backend, submission, student: str, submissions: Path) ->
     result.student = submission.student
     result.id = student
     result.notes.extend(submission.notes)
-    return result
+    return result.make_printable()
 
 
 def print_summary(assignment: str, results: list[StudentResult], out: Path) -> None:

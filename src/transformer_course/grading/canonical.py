@@ -23,6 +23,13 @@ import nbformat
 
 DAMAGED = "damaged_cell"  # metadata flag of a placeholder for a cell that could not be read
 MAX_NOTEBOOK_BYTES = 20 * 1024**2  # a chapter's notebook is ~50 kB; with outputs, a few MB
+# The grader parses what runs (to look for forbidden calls), and parsing costs ~450 bytes of memory
+# per byte of source; so what may run is capped well below what a notebook may weigh. An answer is
+# a few kB; a student's own experiments rarely pass a few dozen cells.
+MAX_CELLS = 2_000  # in the notebook (a chapter's has about 40)
+MAX_CELL_BYTES = 256 * 1024  # of one code cell's source that runs
+MAX_ADDED_CELLS = 200  # code cells of the student's own that run
+MAX_ADDED_BYTES = 2 * 1024**2  # of all those cells together
 
 
 class ReadNotebook(NamedTuple):
@@ -76,6 +83,9 @@ def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> ReadNotebo
         return _unreadable(f"an old notebook format (v{version}); save it in JupyterLab first")
     if not isinstance(data.get("cells"), list):
         return _unreadable("the file is JSON but not a notebook (it has no list of cells)")
+    if len(data["cells"]) > MAX_CELLS:
+        return _unreadable(f"the notebook has {len(data['cells'])} cells, more than the {MAX_CELLS} a notebook "
+                           "may have: is it the right file?")
     try:
         nb = nbformat.reads(text, as_version=4)  # joins multi-line sources into strings
         nbformat.validate(nb)
@@ -179,6 +189,7 @@ def canonicalise(submitted: nbformat.NotebookNode, pristine: nbformat.NotebookNo
             previous = grade_id
         elif cell.cell_type == "code" and cell.source.strip():
             added_after.setdefault(previous, []).append(cell.source)
+    left_out = _cap_added_cells(added_after)
 
     canonical = Canonical(cells=[])
     changed_locked = []
@@ -203,7 +214,27 @@ def canonicalise(submitted: nbformat.NotebookNode, pristine: nbformat.NotebookNo
     count = sum(len(v) for v in added_after.values())
     if count:
         canonical.notes.append(f"{count} code cell(s) you added were run too, before the checks")
+    if left_out:
+        canonical.notes.append(
+            f"{left_out} code cell(s) you added were left out: a cell may hold {MAX_CELL_BYTES // 1024} kB of "
+            f"code, and your own cells {MAX_ADDED_CELLS} cells or {MAX_ADDED_BYTES // 1024**2} MB in all")
     return canonical
+
+
+def _cap_added_cells(added_after: dict[str | None, list[str]]) -> int:
+    """Leave out (in place) the added cells beyond the caps; return how many."""
+    kept, size, left_out = 0, 0, 0
+    for place, sources in added_after.items():
+        keep = []
+        for source in sources:
+            if len(source) <= MAX_CELL_BYTES and kept < MAX_ADDED_CELLS and size + len(source) <= MAX_ADDED_BYTES:
+                keep.append(source)
+                kept += 1
+                size += len(source)
+            else:
+                left_out += 1
+        added_after[place] = keep
+    return left_out
 
 
 _HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n.*?### END HIDDEN TESTS\n?", re.S)
@@ -218,8 +249,13 @@ def _without_hidden_tests(source: str) -> str:
 def _answer_source(grade_id: str, pristine_cell, found: list, canonical: Canonical) -> str:
     """The student's answer for ``grade_id``, or the pristine stub with a recorded problem."""
     if len(found) == 1 and found[0].cell_type == "code":
-        return found[0].source
-    if len(found) == 1 and found[0].metadata.get(DAMAGED):
+        if len(found[0].source) <= MAX_CELL_BYTES:
+            return found[0].source
+        canonical.problems[grade_id] = (
+            f"the answer cell `{grade_id}` holds {len(found[0].source) // 1024} kB of code, more than the "
+            f"{MAX_CELL_BYTES // 1024} kB an answer may have (answers are a few kB): keep only your answer in it."
+        )
+    elif len(found) == 1 and found[0].metadata.get(DAMAGED):
         canonical.problems[grade_id] = (
             f"the answer cell `{grade_id}` is damaged in the file (it does not follow the notebook "
             "format), so it could not be read. Paste your code into that cell of a fresh copy of the "

@@ -51,7 +51,7 @@ from . import hidden_tests
 from .canonical import Canonical, canonicalise, read_notebook
 from .hidden import compare_with_reference, exact_matmuls
 from .probe import MAGIC
-from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult, error_result
+from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult, error_result, printable
 from .sandbox import Limits, SandboxResult, run_sandboxed, sandbox_problem
 from .slices import pickle_with_globals, slice_modules
 
@@ -423,13 +423,14 @@ class HardenedBackend:
 
     def _score(self, canonical: Canonical, prepared: list[PreparedExercise], probed: Probed) -> list[ExerciseResult]:
         scored = []
-        tampering = _tampering(canonical)
+        trees = _parsed(canonical)  # each cell once: parsing is the dearest thing the grader does
+        tampering = _tampering(canonical, trees)
         for p in prepared:
             exercise = p.exercise
             if exercise.function in canonical.problems:
                 scored.append(_failed(exercise, canonical.problems[exercise.function]))
                 continue
-            violation = _forbidden_in_cells(exercise, canonical)
+            violation = _forbidden_in_cells(exercise, canonical, trees)
             if tampering:
                 scored.append(_failed(exercise, tampering))
             elif violation:
@@ -481,13 +482,26 @@ class HardenedBackend:
                               f"✓ {exercise.function}: all {count} checks passed.")
 
 
-def _tampering(canonical: Canonical) -> str | None:
+def _parsed(canonical: Canonical) -> dict[int, ast.AST | None]:
+    """The student's cells (answers and added ones), parsed; None for one with a syntax error."""
+    trees: dict[int, ast.AST | None] = {}
+    for index, cell in enumerate(canonical.cells):
+        if cell.kind in ("answer", "added"):
+            try:
+                trees[index] = ast.parse(cell.source)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                trees[index] = None
+    return trees
+
+
+def _tampering(canonical: Canonical, trees: dict[int, ast.AST | None]) -> str | None:
     """Why no exercise earns points, when one of the student's cells holds something that could
     switch off the run-time watch (the grade does not rest on that watch, but a notebook that
     tries to blind it is not graded as if it had not)."""
-    for cell in canonical.cells:
-        if cell.kind in ("answer", "added"):
-            found = tampering_in_source(cell.source)
+    for index, tree in trees.items():
+        cell = canonical.cells[index]
+        if tree is not None:
+            found = tampering_in_source(cell.source, tree)
             if found:
                 where = f"the cell `{cell.grade_id}`" if cell.kind == "answer" else "a code cell you added"
                 return (f"{where} {found}, which can switch off the checks' watch for library calls, so no "
@@ -495,25 +509,21 @@ def _tampering(canonical: Canonical) -> str | None:
     return None
 
 
-def _forbidden_in_cells(exercise: Exercise, canonical: Canonical) -> str | None:
+def _forbidden_in_cells(exercise: Exercise, canonical: Canonical, trees: dict[int, ast.AST | None]) -> str | None:
     """A forbidden call in the exercise's answer cell, or in any cell of the student's that binds
     the exercise's name (a later definition there is the one graded)."""
-    for cell in canonical.cells:
-        if cell.kind == "answer" and cell.grade_id == exercise.function or (
-                cell.kind in ("answer", "added") and _binds(cell.source, exercise.function)):
-            violation = source_violation(exercise, cell.source)
+    for index, tree in trees.items():
+        cell = canonical.cells[index]
+        if tree is not None and (cell.grade_id == exercise.function or _binds(tree, exercise.function)):
+            violation = source_violation(exercise, cell.source, tree)
             if violation:
                 return violation
     return None
 
 
-def _binds(source: str, name: str) -> bool:
-    """Whether the module-level code of ``source`` binds ``name`` (def, class, assignment,
-    import, loop or with target), or rebinds globals in a way that cannot be told statically."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return False
+def _binds(tree: ast.AST, name: str) -> bool:
+    """Whether the module-level code of ``tree`` binds ``name`` (def, class, assignment, import,
+    loop or with target), or rebinds globals in a way that cannot be told statically."""
     scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
     def visit(node: ast.AST) -> bool:
@@ -531,7 +541,10 @@ def _binds(source: str, name: str) -> bool:
         return any(visit(child) for child in ast.iter_child_nodes(node)
                    if not isinstance(node, scopes) or child in getattr(node, "decorator_list", []))
 
-    return visit(tree)
+    try:
+        return visit(tree)
+    except RecursionError:  # nested beyond any honest code: look at it, as if it bound the name
+        return True
 
 
 # --------------------------------------------------------------------------- what came back
@@ -717,33 +730,38 @@ def _record(header: Any, blob: memoryview) -> dict:
     errors = header.get("cell_errors", [])
     if not isinstance(calls, list) or not isinstance(errors, list) or len(calls) > 10_000 or len(errors) > 10_000:
         raise TypeError("calls")
-    budget = [100_000]  # how many values may be decoded in all: linear in the header's size anyway
+    # How many values may be decoded in all, and how many bytes of arrays: every byte of the file
+    # at most once, in the dtype it was written in, so the grader never holds more than the file.
+    budget = {"values": 100_000, "bytes": len(blob)}
     decoded = []
     for call in calls:
         if not isinstance(call, dict):
             raise TypeError("call")
         if "failure" in call:
-            decoded.append({"failure": str(call["failure"])[:20_000]})
+            decoded.append({"failure": printable(str(call["failure"])[:20_000])})
         else:
             outputs = call.get("outputs")
             if not isinstance(outputs, list) or len(outputs) > 16:
                 raise TypeError("outputs")
             decoded.append({"outputs": tuple(_decode(o, blob, budget, 0) for o in outputs)})
     cell_errors = [{"cell": e.get("cell"), "grade_id": e.get("grade_id") if isinstance(e.get("grade_id"), str)
-                    else None, "error": str(e.get("error", ""))[:500]} for e in errors if isinstance(e, dict)]
-    return {"failure": failure[:20_000] if failure else None, "calls": decoded, "cell_errors": cell_errors}
+                    else None, "error": printable(str(e.get("error", ""))[:500])}
+                   for e in errors if isinstance(e, dict)]
+    return {"failure": printable(failure[:20_000]) if failure else None, "calls": decoded, "cell_errors": cell_errors}
 
 
-def _decode(item: Any, blob: memoryview, budget: list[int], depth: int) -> Any:
+def _decode(item: Any, blob: memoryview, budget: dict[str, int], depth: int) -> Any:
     """The value :func:`.probe.encode` described, from plain JSON and the raw arrays."""
-    budget[0] -= 1
-    if budget[0] < 0 or depth > 32 or not isinstance(item, dict) or len(item) != 1:
+    budget["values"] -= 1
+    if budget["values"] < 0 or depth > 32 or not isinstance(item, dict) or len(item) != 1:
         raise ValueError("not a value the probe writes")
     ((kind, value),) = item.items()
     if kind == "tensor":
-        return _tensor(value, blob)
+        return _tensor(value, blob, budget)
     if kind == "value":
-        if value is None or isinstance(value, (bool, int, float, str)):
+        if isinstance(value, str):
+            return printable(value)
+        if value is None or isinstance(value, (bool, int, float)):
             return value
         raise TypeError("value")
     if kind in ("list", "tuple"):
@@ -764,7 +782,7 @@ def _decode(item: Any, blob: memoryview, budget: list[int], depth: int) -> Any:
     raise ValueError(kind)
 
 
-def _tensor(spec: Any, blob: memoryview) -> torch.Tensor:
+def _tensor(spec: Any, blob: memoryview, budget: dict[str, int]) -> torch.Tensor:
     if not isinstance(spec, dict):
         raise TypeError("tensor")
     dtype, array, shape = spec.get("dtype"), spec.get("array"), spec.get("shape")
@@ -772,14 +790,18 @@ def _tensor(spec: Any, blob: memoryview) -> torch.Tensor:
     if array not in ARRAY_DTYPES or not isinstance(shape, list) or len(shape) > 16 or not all(
             isinstance(n, int) and 0 <= n for n in shape) or not isinstance(offset, int) or not isinstance(nbytes, int):
         raise ValueError("tensor description")
+    # The tensor's dtype is the one its bytes were written in (bfloat16 is written as float32): no
+    # description may turn a byte into eight.
+    if dtype != array and (dtype, array) != ("bfloat16", "float32"):
+        raise ValueError("tensor dtype")
     itemsize = np.dtype(array).itemsize
     count = math.prod(shape)  # Python integers: a crafted shape cannot overflow into a small count
-    if count * itemsize != nbytes or offset < 0 or offset + nbytes > len(blob):
+    budget["bytes"] -= nbytes
+    if count * itemsize != nbytes or offset < 0 or offset + nbytes > len(blob) or budget["bytes"] < 0:
         raise ValueError("tensor size")
     values = np.frombuffer(blob, dtype=np.dtype(array), count=count, offset=offset).reshape(shape).copy()
     tensor = torch.from_numpy(values)
-    wanted = getattr(torch, str(dtype), None)
-    return tensor.to(wanted) if isinstance(wanted, torch.dtype) else tensor
+    return tensor.to(torch.bfloat16) if dtype == "bfloat16" else tensor
 
 
 # --------------------------------------------------------------------------- without a sandbox

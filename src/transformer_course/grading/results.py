@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
+
+# Control characters (a terminal escape could rewrite the summary table) and lone surrogates (they
+# cannot be written as UTF-8: one in a message stopped every report being written).
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print and to write as UTF-8: control characters (but newlines and tabs)
+    and lone surrogates are written as escapes (``\\x1b``, ``\\ud800``). Everything that came from a
+    student (a message, a cell's error, a file name) goes through this before it reaches a report."""
+    return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
 
 
 @dataclass
@@ -39,6 +51,15 @@ class StudentResult:
     @property
     def max_total(self) -> float:
         return sum(e.max_points for e in self.exercises)
+
+    def make_printable(self) -> StudentResult:
+        """Every text in it passed through :func:`printable` (in place; returns itself)."""
+        self.student, self.source = printable(self.student), printable(self.source)
+        self.error = printable(self.error) if self.error else self.error
+        self.notes = [printable(n) for n in self.notes]
+        for e in self.exercises:
+            e.message = printable(e.message)
+        return self
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total": self.total, "max_total": self.max_total}

@@ -88,12 +88,16 @@ def student_of_file(stem: str) -> tuple[str, str | None]:
 
     ``attempt`` orders several files of one student (Blackboard's timestamp), or is None.
     """
-    match = _BLACKBOARD.match(stem)
-    if match:
-        return match["student"], match["when"]
+    # Canvas first: its name starts with the student, so nothing after it (the file name the
+    # student chose) can decide who it is. Blackboard's starts with the assignment, matched lazily,
+    # and a Canvas name whose file part looked like a Blackboard attempt of a classmate would
+    # otherwise be graded as that classmate's.
     match = _CANVAS.match(stem)
     if match:
         return match["student"], None
+    match = _BLACKBOARD.match(stem)
+    if match:
+        return match["student"], match["when"]
     return stem, None
 
 
