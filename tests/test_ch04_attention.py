@@ -199,23 +199,29 @@ FORBIDDEN_SOFTMAX = {
         "import importlib\ndef softmax(x, dim=-1):\n"
         "    return importlib.import_module('transformer_' + 'course.attention').softmax(x, dim)\n"
     ),
-    # around the run-time watch (issue 11), the library function reached by a computed name so that
+    # around the run-time watch (issue 11), the library function reached through a variable so that
     # only the watch can see it: in a thread, in a raw thread, with the watch switched off
     "in a thread": (
-        "import threading, torch\ndef softmax(x, dim=-1):\n    out = []\n"
-        "    t = threading.Thread(target=lambda: out.append(getattr(torch, 'soft' + 'max')(x, dim)))\n"
+        "import threading, torch\nNAME = 'soft' + 'max'\ndef softmax(x, dim=-1):\n    out = []\n"
+        "    t = threading.Thread(target=lambda: out.append(getattr(torch, NAME)(x, dim)))\n"
         "    t.start(); t.join()\n    return out[0]\n"
     ),
     "in a raw thread": (
-        "import _thread, time, torch\ndef softmax(x, dim=-1):\n    out = []\n"
-        "    _thread.start_new_thread(lambda: out.append(getattr(torch, 'soft' + 'max')(x, dim)), ())\n"
+        "import _thread, time, torch\nNAME = 'soft' + 'max'\ndef softmax(x, dim=-1):\n    out = []\n"
+        "    _thread.start_new_thread(lambda: out.append(getattr(torch, NAME)(x, dim)), ())\n"
         "    while not out:\n        time.sleep(0.001)\n    return out[0]\n"
     ),
     "watch switched off": (
-        "import sys, torch\ndef softmax(x, dim=-1):\n    getattr(sys, 'set' + 'profile')(None)\n"
-        "    return getattr(torch, 'soft' + 'max')(x, dim)\n"
+        "import sys, torch\nOFF, NAME = 'set' + 'profile', 'soft' + 'max'\ndef softmax(x, dim=-1):\n"
+        "    getattr(sys, OFF)(None)\n    return getattr(torch, NAME)(x, dim)\n"
     ),
     "import alias": "from torch import softmax as plain\ndef softmax(x, dim=-1):\n    return plain(x, dim)\n",
+    # ... and a name spelled out in place, called from C (map), where the run-time watch cannot see:
+    # the look at the source refuses the spelled-out lookup itself
+    "spelled out, called from C": (
+        "import torch\ndef softmax(x, dim=-1):\n"
+        "    return list(map(getattr(torch, 'soft' + 'max'), [x], [dim]))[0]\n"
+    ),
 }
 
 

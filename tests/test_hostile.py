@@ -23,6 +23,7 @@ import copy
 import csv
 import hashlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -330,6 +331,51 @@ FILLS_TMP = (
 )
 
 
+# Found by the independent attack on the new design (see issue 11's closing note):
+ALIASED_BOMB = (  # rewrites the probe's writer: every tensor points at the same 60 MB, read as float64
+    "import importlib, json, os, struct\n"
+    "_probe = importlib.import_module('__' + 'main__')\n"
+    "def _bomb(fd, record, blob):\n"
+    "    n = 60 * 1024**2\n"
+    "    spec = {'tensor': {'dtype': 'float64', 'array': 'uint8', 'shape': [n], 'offset': 0, 'nbytes': n}}\n"
+    "    header = json.dumps({'calls': [{'outputs': [{'list': [spec] * 8}]}], 'cell_errors': []}).encode()\n"
+    "    os.ftruncate(fd, 0); os.lseek(fd, 0, 0)\n"
+    "    os.write(fd, b'TCR1' + struct.pack('<Q', len(header)) + header)\n"
+    "    for _ in range(60):\n"
+    "        os.write(fd, bytes(1 << 20))\n"
+    "_probe.write_result = _bomb\n"
+)
+HUGE_CELL = "_big = [" + "0," * 3_000_000 + "]\n"  # 6 MB of source: gigabytes to parse
+FILLS_ITS_FOLDER = (  # /submission used to be the grader's disk
+    "try:\n"
+    "    with open('filler', 'wb') as f:\n"
+    "        for _ in range(8192):\n"
+    "            f.write(b'x' * 1024**2)\n"
+    "except OSError:\n"
+    "    pass\n"
+)
+SPINNERS = (  # four processes spinning in sessions of their own: the classmates keep their cores
+    "import os\n"
+    "for _ in range(4):\n"
+    "    if os.fork() == 0:\n"
+    "        os.setsid()\n"
+    "        while True:\n"
+    "            pass\n"
+)
+SURROGATE = "def softmax(x, dim=-1):\n    raise ValueError('\\ud800')\n"
+ESCAPES = (
+    "from transformer_course.exercises import ExerciseFailure\n\n"
+    "def attention_scores(q, k):\n"
+    "    raise ExerciseFailure('\\x1b[1F\\x1b[2Khonest_full  0/7    0        0\\x1b[1B')\n"
+)
+PATCHED_COMPARE = (  # rewrites the course's checking code in its own process
+    "import transformer_course.exercises.compare as _compare\n"
+    "_plain_call = _compare.call_student\n"
+    "_compare.call_student = lambda exercise, fn, case, watch=None: _plain_call(exercise, fn, case)\n"
+)
+PRIVATE_FILE = "def softmax(x, dim=-1):\n    raise ValueError(open('/etc/shadow').read())\n"
+
+
 def classmate_outputs() -> dict[bytes, list]:
     """honest_full's inputs to softmax in this run (visible and hidden, its seed from SEED and
     its id), each with the reference's output: what a copycat would need."""
@@ -409,6 +455,14 @@ def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbfor
         "three_hogs": notebook(added={"setup": THREE_HOGS}),
         "fills_tmp": notebook(added={"setup": FILLS_TMP}),
         "copies_classmate": notebook({"softmax": copying_softmax(classmate_outputs())}),
+        "aliased_bomb": notebook(added={"setup": ALIASED_BOMB}),
+        "huge_cell": notebook(added={"setup": HUGE_CELL}),
+        "fills_its_folder": notebook(added={"setup": FILLS_ITS_FOLDER}),
+        "spinners": notebook(added={"setup": SPINNERS}),
+        "surrogate": notebook({"softmax": SURROGATE}),
+        "escapes": notebook({"attention_scores": ESCAPES}),
+        "patched_compare": notebook(added={"setup": PATCHED_COMPARE}),
+        "private_file": notebook({"softmax": PRIVATE_FILE}),
         # names: two that differ only in an accent, one a spreadsheet would run
         "José": notebook(),
         "Jose": notebook({"softmax": NAIVE_SOFTMAX}),
@@ -430,7 +484,9 @@ EXPECTED = {
     "numpy_beside": (FULL, None),
     "deleted_test_cell": (FULL, None),
     "sys_exit_in_cell": (FULL, None),
-    "patches_checks": (losing("softmax"), "3 of 3 entries differ"),
+    # rewriting the course's own check: no exercise of the notebook earns points
+    "patches_checks": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
+                       "replaces `checks.check`"),
     "always_equal": (losing("softmax", "attention_scores"), "a subclass of torch.Tensor"),
     "displayhook": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "is not implemented yet"),
     "imports_reference": (losing("softmax", "attention_scores"), "earns no points"),
@@ -464,6 +520,17 @@ EXPECTED = {
     "three_hogs": (FULL, None),
     "fills_tmp": (FULL, None),
     "copies_classmate": (losing("softmax"), "entries differ"),
+    # it rewrites the probe's writer in every exercise's process, so every result is its bomb, refused
+    "aliased_bomb": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
+                     "could not be read back"),
+    "huge_cell": (FULL, "were left out"),
+    "fills_its_folder": (FULL, None),
+    "spinners": (FULL, None),
+    "surrogate": (losing("softmax"), "\\ud800"),
+    "escapes": (losing("attention_scores"), "\\x1b[1F"),
+    "patched_compare": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
+                        "replaces `_compare.call_student`"),
+    "private_file": (losing("softmax"), "Permission denied"),
     "José": (FULL, None),
     "Jose": (losing("softmax"), "contains NaN"),
     FORMULA: (FULL, None),
@@ -691,8 +758,14 @@ def test_a_classmates_outputs_would_pass_with_a_shared_seed_but_not_with_per_stu
 def test_nothing_outside_is_read_into_a_report(batch):
     """Links to /etc/passwd and another student's folder lay where the grader used to read
     results: no report holds a line of either."""
-    secret = Path("/etc/passwd").read_text().splitlines()[0]
+    secrets = [Path("/etc/passwd").read_text().splitlines()[0]]
+    if os.access("/etc/shadow", os.R_OK) and Path("/etc/shadow").read_text().strip():
+        secrets.append(Path("/etc/shadow").read_text().splitlines()[0])  # readable by root, the grader here
     for report in [batch["out"] / "grades.csv", batch["out"] / "results.json",
                    *(batch["out"] / "feedback").glob("*.html")]:
         text = report.read_text(encoding="utf-8")
-        assert secret not in text and '"nbformat"' not in text, report.name
+        assert not [s for s in secrets if s in text] and '"nbformat"' not in text, report.name
+
+
+def test_the_summary_prints_no_terminal_escapes(batch):
+    assert "\x1b" not in batch["stdout"]

@@ -140,7 +140,8 @@ def test_a_forbidden_layer_is_found_in_a_method(failure):
 
 def test_a_forbidden_layer_reached_by_a_computed_name_is_caught_at_run_time(failure):
     code = GOOD.replace("super().__init__()",
-                        "super().__init__()\n        getattr(nn, 'Transformer' + 'EncoderLayer')(4, 1, 8)")
+                        "super().__init__()\n        name = 'Transformer' + 'EncoderLayer'\n"
+                        "        getattr(nn, name)(4, 1, 8)")
     message = failure(code)
     assert "earns no points" in message and "torch.nn.Transformer" in message
 
@@ -148,7 +149,7 @@ def test_a_forbidden_layer_reached_by_a_computed_name_is_caught_at_run_time(fail
 @pytest.mark.parametrize("where", ["__new__", "metaclass"])
 def test_a_forbidden_layer_built_before_init_is_caught_too(failure, where):
     """The watch covers building the module as a whole, not only __init__ and forward."""
-    cheat = "getattr(nn, 'Transformer' + 'EncoderLayer')(4, 1, 8)"
+    cheat = "name = 'Transformer' + 'EncoderLayer'; getattr(nn, name)(4, 1, 8)"
     if where == "__new__":
         code = GOOD.replace("    def __init__(self, d_model, d_ff):",
                             f"    def __new__(cls, *args, **kwargs):\n        {cheat}\n"
@@ -186,3 +187,17 @@ class Uses(nn.Module):
     assert rebound()(torch.tensor(2.0)).item() == 20.0
     assert module.Uses()(torch.tensor(2.0)).item() == 3.0  # the student's class is untouched
     assert issubclass(rebound, module.Uses) and rebound.__name__ == "Uses"
+
+
+def test_choosing_a_function_by_a_given_name_is_honest_but_spelling_one_out_is_not():
+    """getattr(F, activation) picks relu or gelu as asked (the watch still sees the call);
+    getattr(torch, "soft" + "max") hides what it calls from the look at the source."""
+    import ast
+
+    from transformer_course.exercises.forbidden import computed_lookup
+
+    assert computed_lookup(ast.parse("def f(x, activation):\n    return getattr(F, activation)(x)\n")) is None
+    assert computed_lookup(ast.parse("y = getattr(torch, 'soft' + 'max')(x)"))
+    assert computed_lookup(ast.parse("import torch.nn.functional as G\ny = getattr(G, f'{a}max')(x)"))
+    assert computed_lookup(ast.parse("y = torch.__dict__['soft' + 'max'](x)"))
+    assert computed_lookup(ast.parse("y = vars(F)['softmax'](x)"))

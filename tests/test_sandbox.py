@@ -184,8 +184,98 @@ def test_tmp_has_a_size_limit(tmp_path):
 
 def test_the_limits_in_force_are_said_in_words():
     words = " ".join(sandbox.limits_in_force())
-    assert "memory:" in words and "processes:" in words
+    assert "memory:" in words and "processes:" in words and "cpu:" in words
     assert ("a cgroup holds" in words) or ("watchdog" in words)
+
+
+@pytest.fixture(params=MEMORY_MODES)
+def cpu_mode(request, monkeypatch):
+    if request.param:
+        if not sandbox.SubmissionCgroups(GiB, 64).cpu:
+            pytest.skip("no cpu cgroup can be made here")
+    else:
+        monkeypatch.setattr(sandbox, "_cgroup_places", lambda: {})
+    return request.param
+
+
+def test_a_submission_keeps_at_most_its_cpus_busy(tmp_path, cpu_mode):
+    """Three spinning processes (in sessions of their own) against a limit of one core: a cgroup
+    holds them to one core in all, the watchdog stops them. Either way a classmate graded beside
+    keeps the rest of the machine."""
+    code = (
+        "import os, time, resource\n"
+        "for _ in range(3):\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        end = time.time() + 4\n"
+        "        while time.time() < end:\n"
+        "            pass\n"
+        "        os._exit(0)\n"
+        "statuses = [os.waitstatus_to_exitcode(os.wait()[1]) for _ in range(3)]\n"
+        "used = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(used.ru_utime + used.ru_stime, statuses)\n"
+    )
+    result = python(tmp_path, code, Limits(wall_seconds=30, cpu_seconds=30, cpus=1.0))
+    seconds, statuses = result.stdout.decode().split(" ", 1)
+    if cpu_mode:  # 4 s of wall clock on one core: about 4 s of CPU in all, not 12
+        assert float(seconds) < 6.5, result.stdout
+    else:  # the busiest spinners were stopped
+        assert "-9" in statuses and result.cpu_exceeded, result.stdout
+
+
+def test_a_private_memory_folder_replaces_the_disk(tmp_path):
+    """Without a folder of the caller's, /submission lives in memory and has a size."""
+    code = (
+        "import os\n"
+        "try:\n"
+        "    with open('big', 'wb') as f:\n"
+        "        for _ in range(200):\n"
+        "            f.write(b'x' * 1024**2)\n"
+        "except OSError as e:\n"
+        "    print('full', e.errno, os.getcwd())\n"
+    )
+    result = run_sandboxed([PYTHON, "-c", code], None, limits=Limits(wall_seconds=20, tmp_bytes=64 * 1024**2,
+                                                                       file_bytes=1 * GiB))
+    assert result.stdout == b"full 28 /submission\n", result.stdout + result.stderr
+
+
+def test_devices_are_read_only_and_shared_memory_is_limited(tmp_path):
+    code = (
+        "import os\n"
+        "for path in ('/dev/left-behind', '/dev/shm/big'):\n"
+        "    try:\n"
+        "        with open(path, 'wb') as f:\n"
+        "            for _ in range(200):\n"
+        "                f.write(b'x' * 1024**2)\n"
+        "        print('wrote', path)\n"
+        "    except OSError as e:\n"
+        "        print('refused', path, e.errno)\n"
+    )
+    result = python(tmp_path, code, Limits(wall_seconds=20, tmp_bytes=64 * 1024**2, file_bytes=1 * GiB))
+    assert result.stdout == b"refused /dev/left-behind 30\nrefused /dev/shm/big 28\n", result.stdout + result.stderr
+
+
+def test_files_only_their_owner_may_read_are_hidden(tmp_path):
+    """Run as root, the sandbox is root too: /etc/shadow would be readable. It is masked, like
+    every file under /etc that not every user may read."""
+    code = ("try:\n    print(repr(open('/etc/shadow').read()))\n"
+            "except FileNotFoundError:\n    print('none')\nexcept PermissionError:\n    print('denied')\n")
+    result = python(tmp_path, code)
+    assert result.stdout in (b"''\n", b"none\n", b"denied\n"), result.stdout + result.stderr
+
+
+def test_open_files_are_limited(tmp_path):
+    code = (
+        "import socket\n"
+        "pairs = []\n"
+        "try:\n"
+        "    for _ in range(1000):\n"
+        "        pairs.append(socket.socketpair())\n"
+        "except OSError as e:\n"
+        "    print('stopped at', len(pairs), e.errno)\n"
+    )
+    result = python(tmp_path, code, Limits(wall_seconds=20, open_files=64))
+    assert result.stdout.startswith(b"stopped at 3"), result.stdout + result.stderr  # 64 fds: ~30 pairs
 
 
 def test_passed_files_are_the_only_way_out(tmp_path):

@@ -33,6 +33,12 @@ def _grade(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     mode = "nbgrader" if args.nbgrader else "unsandboxed" if args.unsandboxed else "sandbox"
+    if mode == "sandbox" and not args.quiet:
+        from .grading.sandbox import limits_in_force, sandbox_problem
+
+        if sandbox_problem() is None:
+            for line in limits_in_force():
+                print(f"sandbox limits per submission, {line}", file=sys.stderr)
     results = grade_folder(root, args.assignment, submissions, out, progress=not args.quiet, mode=mode,
                            jobs=args.jobs, seed=args.seed, timeout=args.timeout)
     print_summary(args.assignment, results, out)

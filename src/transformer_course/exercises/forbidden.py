@@ -132,14 +132,67 @@ def tampering_in_source(source: str, tree: ast.AST | None = None) -> str | None:
     ``ctypes``, walking the garbage collector's objects...), said as "uses `ctypes`", or None.
     A course notebook has no use for any of them. ``tree``: ``source`` already parsed."""
     tree = tree if tree is not None else _parse(source)
+    course_modules = set()  # names bound to the course's own modules, or to the running program
     for node in ast.walk(tree) if tree is not None else ():
         modules, names = _imported(node)
         for name in [*(m.split(".")[0] for m in modules if m), *names]:
             if name in TAMPERING:
                 return f"uses `{name}`"
+        if "__main__" in modules or "__main__" in names:
+            return "imports `__main__` (the program that checks it)"
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                m.split(".")[0] == "transformer_course" for m in modules if m):
+            course_modules.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
         if isinstance(node, ast.Attribute) and node.attr in TAMPERING:
             return f"uses `{node.attr}`"
+    for node in ast.walk(tree) if tree is not None else ():
+        # rewriting the course's own functions (compare.call_student = ...) rewrites the checks
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(
+                node.value, ast.Name) and node.value.id in course_modules:
+            return f"replaces `{node.value.id}.{node.attr}` of the course's checks"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr" and \
+                node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in course_modules:
+            return f"replaces a part of `{node.args[0].id}` of the course's checks (setattr)"
     return None
+
+
+# Names notebooks bind to modules (the setup cells import them); any other imported name counts too.
+_MODULE_NAMES = frozenset({"torch", "nn", "F", "np", "numpy", "math", "sys", "os", "builtins", "importlib",
+                           "operator", "functools", "itertools"})
+
+
+def computed_lookup(tree: ast.AST) -> str | None:
+    """A library function looked up by a name put together in place (``getattr(torch, "soft" +
+    "max")``, ``torch.__dict__["s" + name]``, ``vars(F)``): the look at the source cannot see which
+    one, and a call made from C (``map(getattr(...), ...)``) escapes the run-time watch too."""
+    modules = set(_MODULE_NAMES)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            modules.update(alias.asname or alias.name for alias in node.names)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) >= 1:
+            target = node.args[0]
+            if isinstance(target, ast.Attribute) and target.attr == "__dict__":
+                target = target.value
+            is_module = isinstance(target, ast.Name) and target.id in modules
+            if node.func.id == "getattr" and is_module and len(node.args) >= 2 and _spelled_out(node.args[1]):
+                return f"looks up a function of `{target.id}` by a computed name (getattr)"
+            if node.func.id == "vars" and is_module:
+                return f"looks up the functions of `{target.id}` through vars()"
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and \
+                node.value.attr == "__dict__" and isinstance(node.value.value, ast.Name) and \
+                node.value.value.id in modules and _spelled_out(node.slice):
+            return f"looks up a function of `{node.value.value.id}` by a computed name (__dict__)"
+    return None
+
+
+def _spelled_out(name: ast.AST) -> bool:
+    """A name put together in place ("soft" + "max", an f-string, "".join(...)): what hides a
+    function's name. A plain variable (``getattr(F, activation)``, choosing relu or gelu by the
+    name a caller gave) is honest code, and the run-time watch still sees what it calls."""
+    return not isinstance(name, (ast.Constant, ast.Name, ast.Attribute))
 
 
 def source_violation(exercise: Exercise, source: str, tree: ast.AST | None = None) -> str | None:
@@ -156,6 +209,10 @@ def source_violation(exercise: Exercise, source: str, tree: ast.AST | None = Non
             return "imports the course's reference implementation"
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and "transformer_course" in node.value:
             return "names the course's reference implementation"
+    if tree is not None and exercise.forbidden:
+        lookup = computed_lookup(tree)
+        if lookup:
+            return f"{lookup}, which the checks cannot tell from a forbidden call"
     tampering = tampering_in_source(source, tree)
     return f"{tampering}, which interferes with the grader" if tampering else None
 

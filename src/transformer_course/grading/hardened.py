@@ -414,8 +414,8 @@ class HardenedBackend:
         env = {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
         limits = Limits(**{**self.limits.__dict__, "wall_seconds": seconds})
         stdin = json.dumps(plan).encode("utf-8")
-        if self.sandboxed:
-            return run_sandboxed(command, work, limits=limits, read_only=[self.package, *self.site_packages],
+        if self.sandboxed:  # /submission in memory: nothing the student writes reaches the disk
+            return run_sandboxed(command, None, limits=limits, read_only=[self.package, *self.site_packages],
                                  hide=self.hide, env=env, stdin=stdin, pass_fds=fds)
         return _run_unsandboxed(command, work, limits, env, stdin, fds)
 
@@ -624,6 +624,8 @@ def _why(how: str, run: SandboxResult) -> str:
         name = how.split()[1]
         if name == "SIGKILL" and run.memory_exceeded:
             return "it was killed: it used more memory than allowed"
+        if name == "SIGKILL" and run.cpu_exceeded:
+            return "it was killed: it kept more CPU cores busy than allowed"
         return {
             "SIGKILL": "it was killed (usually: it used more memory or CPU time than allowed)",
             "SIGXCPU": "it used more CPU time than allowed",

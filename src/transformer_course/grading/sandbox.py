@@ -27,6 +27,7 @@ import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -48,6 +49,8 @@ class Limits:
     memory_bytes: int = 4 * GiB  # all its processes together, its /tmp included
     tmp_bytes: int = 1 * GiB  # the size of its /tmp (and counted in memory_bytes)
     cpu_seconds: int = 120  # CPU time of one process, all its threads together
+    cpus: float = 1.0  # CPU cores all its processes together may keep busy (so classmates keep theirs)
+    open_files: int = 256  # per process (sockets included: their buffers are memory no one counts)
     wall_seconds: float = 180.0  # real time, then everything inside is killed
     processes: int = 64  # processes and threads the command may add
     file_bytes: int = 64 * MiB  # largest file it may write
@@ -68,6 +71,7 @@ class SandboxResult:
     timed_out: bool = False
     output_overflow: bool = False  # more than output_bytes was printed; the rest was dropped
     memory_exceeded: bool = False  # the watchdog killed a process for the submission's memory
+    cpu_exceeded: bool = False  # the watchdog killed a process for the submission's CPU use
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -88,8 +92,9 @@ class SandboxResult:
             except ValueError:
                 name = str(number)
             reason = {
-                "SIGKILL": "it was killed (usually: it used more memory or CPU time than allowed)"
-                if not self.memory_exceeded else "it was killed: it used more memory than allowed",
+                "SIGKILL": "it was killed: it used more memory than allowed" if self.memory_exceeded else
+                "it was killed: it kept more CPU cores busy than allowed" if self.cpu_exceeded else
+                "it was killed (usually: it used more memory or CPU time than allowed)",
                 "SIGXCPU": "it used more CPU time than allowed",
                 "SIGXFSZ": "it wrote a file larger than allowed",
                 "SIGSEGV": "it crashed (segmentation fault)",
@@ -134,19 +139,56 @@ def sandbox_problem() -> str | None:
 
 
 def _system_binds(extra_read_only: Sequence[Path]) -> list[str]:
-    """bwrap arguments mounting the operating system and Python read-only, and nothing else."""
+    """bwrap arguments mounting the operating system and Python read-only, and nothing else; of
+    /etc only what every user of the machine may read."""
     args: list[str] = []
     for path in ("/usr", "/etc", "/lib", "/lib64", "/lib32", "/bin", "/sbin"):
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
+    for private in _private_files("/etc"):
+        if private.is_dir():
+            args += ["--tmpfs", str(private), "--remount-ro", str(private)]
+        else:
+            args += ["--ro-bind", "/dev/null", str(private)]
     python_homes = {Path(sys.base_prefix).resolve(), Path(sys.base_exec_prefix).resolve()}
     for path in (*sorted(python_homes), *extra_read_only):
         path = Path(path).resolve()
         if not str(path).startswith(("/usr/", "/lib")):
             args += ["--ro-bind", str(path), str(path)]
     return args
+
+
+_PRIVATE: dict[str, list[Path]] = {}
+
+
+def _private_files(folder: str) -> list[Path]:
+    """Files and folders under ``folder`` that not every user may read (/etc/shadow, private keys).
+    Inside the sandbox a grader run as root is root too, the owner of those files, so they are
+    masked: the sandbox sees what an ordinary user would."""
+    if folder not in _PRIVATE:
+        found = []
+        for root, dirs, files in os.walk(folder):
+            for name in list(dirs):
+                path = Path(root, name)
+                try:
+                    mode = path.lstat().st_mode
+                except OSError:
+                    continue
+                if stat.S_ISDIR(mode) and mode & 0o005 != 0o005:
+                    found.append(path)
+                    dirs.remove(name)  # masked whole
+            for name in files:
+                path = Path(root, name)
+                try:
+                    mode = path.lstat().st_mode
+                except OSError:
+                    continue
+                if stat.S_ISREG(mode) and not mode & 0o004:
+                    found.append(path)
+        _PRIVATE[folder] = found
+    return _PRIVATE[folder]
 
 
 def _count_own_processes() -> int:
@@ -179,7 +221,7 @@ def _cgroup_places() -> dict[str, list[Path]]:
             if fstype == "cgroup2":
                 mounts.setdefault("", Path(fields[4]))
             elif fstype == "cgroup":
-                for controller in ("memory", "pids"):
+                for controller in ("memory", "pids", "cpu"):
                     if controller in options:
                         mounts.setdefault(controller, Path(fields[4]))
     except (OSError, ValueError, IndexError):
@@ -192,8 +234,8 @@ def _cgroup_places() -> dict[str, list[Path]]:
                 own[controller] = path
     except (OSError, ValueError):
         pass
-    places: dict[str, list[Path]] = {"memory": [], "pids": []}
-    for controller in ("memory", "pids"):
+    places: dict[str, list[Path]] = {"memory": [], "pids": [], "cpu": []}
+    for controller in ("memory", "pids", "cpu"):
         for key in (controller, ""):  # its v1 hierarchy first, then v2
             if key in mounts:
                 root = mounts[key]
@@ -209,9 +251,9 @@ class SubmissionCgroups:
     ``pids`` stays False and the sandbox falls back (see :func:`limits_in_force`). Removing them
     at the end ends whatever is left inside."""
 
-    def __init__(self, memory_bytes: int, max_tasks: int) -> None:
+    def __init__(self, memory_bytes: int, max_tasks: int, cpus: float = 1.0) -> None:
         self.folders: list[Path] = []
-        self.memory = self.pids = False
+        self.memory = self.pids = self.cpu = False
         name = f"transformer-course-{os.getpid()}-{time.monotonic_ns()}"
         for controller, places in _cgroup_places().items():
             for place in places:
@@ -226,6 +268,8 @@ class SubmissionCgroups:
                     self.memory = True
                 elif controller == "pids" and _write(folder / "pids.max", str(max_tasks)):
                     self.pids = True
+                elif controller == "cpu" and _limit_cpu(folder, cpus):
+                    self.cpu = True
                 else:
                     if folder not in self.folders:
                         _remove_cgroup(folder)
@@ -298,34 +342,55 @@ def _limit_memory(folder: Path, memory_bytes: int) -> bool:
     return False
 
 
+def _limit_cpu(folder: Path, cpus: float) -> bool:
+    period = 100_000  # microseconds
+    quota = max(1_000, int(cpus * period))
+    if (folder / "cpu.max").exists():  # v2
+        return _write(folder / "cpu.max", f"{quota} {period}")
+    if (folder / "cpu.cfs_quota_us").exists():  # v1
+        return _write(folder / "cpu.cfs_period_us", str(period)) and _write(folder / "cpu.cfs_quota_us", str(quota))
+    return False
+
+
 def limits_in_force(cgroups: SubmissionCgroups | None = None) -> list[str]:
     """How the limits of a submission hold on this machine, in words (for the instructor)."""
     cgroups = cgroups or SubmissionCgroups(GiB, 64)
     try:
-        memory = ("memory: a cgroup holds all the submission's processes and its /tmp under the limit"
-                  if cgroups.memory else
+        memory = ("memory: a cgroup holds all the submission's processes and its in-memory folders "
+                  "(/tmp, /submission, /dev/shm) under the limit" if cgroups.memory else
                   "memory: no cgroup can be made here, so a watchdog adds up the memory of all the "
-                  "submission's processes and its /tmp ten times a second and stops the largest process "
-                  "past the limit; each process is also capped at once by its address space")
+                  "submission's processes and its in-memory folders (/tmp, /submission, /dev/shm) ten times "
+                  "a second and stops the largest process past the limit; each process is also capped at "
+                  "once by its address space. Memory the kernel holds for it (socket buffers, say) is not "
+                  "counted: run as root, or with a delegated cgroup, for a hard limit")
         processes = ("processes: a cgroup caps the number of processes" if cgroups.pids else
                      "processes: capped per user by RLIMIT_NPROC" if os.getuid() != 0 else
                      "processes: NOT capped (running as root without a pids cgroup)")
+        cpu = ("cpu: a cgroup caps the cores all the submission's processes keep busy" if cgroups.cpu else
+               "cpu: no cgroup can be made here, so the watchdog stops the process using most CPU when "
+               "the submission keeps more cores busy than allowed")
     finally:
         if cgroups is not None:
             cgroups.remove()
-    return [memory, processes]
+    return [memory, processes, cpu]
 
 
-class MemoryWatchdog(threading.Thread):
-    """Where no memory cgroup can be made: every ``interval`` seconds, add up the resident memory
-    of every process in the sandbox's pid namespace and what its /tmp holds, and kill the
-    largest process when the total passes the limit."""
+class Watchdog(threading.Thread):
+    """Where no cgroup can hold a limit: every ``interval`` seconds, look at every process in the
+    sandbox's pid namespace. ``memory``: add up their resident memory and what the sandbox's
+    in-memory folders hold, and kill the largest process when the total passes the limit.
+    ``cpus``: when they kept more cores busy than that over the last second, kill the process that
+    used most CPU in it."""
 
-    def __init__(self, outer_pid: int, limit: int, interval: float = 0.1) -> None:
+    def __init__(self, outer_pid: int, workdir: Path | None, *, memory: int | None, cpus: float | None,
+                 interval: float = 0.1) -> None:
         super().__init__(daemon=True)
-        self.outer_pid, self.limit, self.interval = outer_pid, limit, interval
+        self.outer_pid, self.memory, self.cpus, self.interval = outer_pid, memory, cpus, interval
+        self._disk = os.statvfs(workdir).f_fsid if workdir is not None else None
         self.stopped = threading.Event()
-        self.killed = False
+        self.killed = False  # for memory
+        self.killed_for_cpu = False
+        self._cpu: list[tuple[float, dict[int, int]]] = []  # (when, {pid: CPU ticks}) over the last second
 
     def _namespace(self) -> tuple[str | None, int | None]:
         """The sandbox's pid namespace (that of bubblewrap's child), and its pid 1 as seen here."""
@@ -343,7 +408,7 @@ class MemoryWatchdog(threading.Thread):
             if namespace is None:
                 namespace, init = self._namespace()
                 continue
-            sizes = {}
+            sizes, ticks = {}, {}
             for entry in os.scandir("/proc"):
                 if not entry.name.isdigit():
                     continue
@@ -352,20 +417,50 @@ class MemoryWatchdog(threading.Thread):
                         continue
                     with open(f"/proc/{entry.name}/statm") as f:
                         sizes[int(entry.name)] = int(f.read().split()[1]) * page
+                    with open(f"/proc/{entry.name}/stat") as f:  # utime and stime, after the name
+                        fields = f.read().rsplit(")", 1)[1].split()
+                        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
                 except (OSError, ValueError, IndexError):
                     continue
-            try:
-                tmp = os.statvfs(f"/proc/{init}/root/tmp")
-                used = (tmp.f_blocks - tmp.f_bfree) * tmp.f_frsize
-            except OSError:
-                used = 0
-            if sizes and sum(sizes.values()) + used > self.limit:
+            if self.cpus is not None:
+                self._check_cpu(ticks)
+            if self.memory is None:
+                continue
+            used = 0
+            for folder in ("tmp", "dev/shm", INSIDE.lstrip("/")):  # the folders that live in memory
+                try:
+                    fs = os.statvfs(f"/proc/{init}/root/{folder}")
+                    if fs.f_fsid != self._disk:  # a tmpfs of the sandbox's, not the bound folder
+                        used += (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+                except OSError:
+                    continue
+            if sizes and sum(sizes.values()) + used > self.memory:
                 largest = max(sizes, key=sizes.get)
                 try:
                     os.kill(largest, signal.SIGKILL)
                     self.killed = True
                 except ProcessLookupError:
                     pass
+
+
+    def _check_cpu(self, ticks: dict[int, int]) -> None:
+        now = time.monotonic()
+        self._cpu.append((now, ticks))
+        while len(self._cpu) > 1 and now - self._cpu[0][0] > 1.0:
+            self._cpu.pop(0)
+        then, before = self._cpu[0]
+        if now - then < 0.9:
+            return
+        per_second = os.sysconf("SC_CLK_TCK") * (now - then)
+        used = {pid: (t - before.get(pid, t)) / per_second for pid, t in ticks.items()}
+        if sum(used.values()) > self.cpus * 1.25:  # (a little slack: the readings are not instant)
+            busiest = max(used, key=used.get)
+            try:
+                os.kill(busiest, signal.SIGKILL)
+                self.killed_for_cpu = True
+            except ProcessLookupError:
+                pass
+            self._cpu.clear()
 
 
 def _limit(kind: int, value: int) -> None:
@@ -377,7 +472,7 @@ def _limit(kind: int, value: int) -> None:
 
 def run_sandboxed(
     argv: Sequence[str],
-    workdir: Path,
+    workdir: Path | None,
     *,
     limits: Limits = Limits(),
     read_only: Sequence[Path] = (),
@@ -386,7 +481,11 @@ def run_sandboxed(
     stdin: bytes = b"",
     pass_fds: Sequence[int] = (),
 ) -> SandboxResult:
-    """Run ``argv`` in a fresh sandbox whose only writable folder is ``workdir`` (at ``/submission``).
+    """Run ``argv`` in a fresh sandbox whose only writable folders are ``/submission`` and ``/tmp``.
+
+    ``/submission`` is ``workdir`` (a folder of the caller's, to pass files in and out), or, when
+    ``workdir`` is None, a private folder in memory, of ``limits.tmp_bytes`` like ``/tmp``: then
+    nothing the command writes reaches the machine's disk, and it all counts as its memory.
 
     ``read_only`` lists more host folders to mount read-only at the same path (a virtual
     environment's packages, say); ``hide`` folders inside those that must look empty (an installed
@@ -413,8 +512,12 @@ def run_sandboxed(
         "--disable-userns",  # and no further user namespaces inside, which would give some back
         "--die-with-parent",  # if the grader dies, so does the sandbox
         "--new-session",  # no access to the grader's terminal
-        "--dev", "/dev", "--proc", "/proc",
-        "--bind", str(workdir.resolve()), INSIDE, "--chdir", INSIDE,
+        "--dev", "/dev", "--remount-ro", "/dev",  # the devices, and nothing written among them
+        "--size", str(limits.tmp_bytes), "--tmpfs", "/dev/shm",
+        "--proc", "/proc",
+        *(["--bind", str(workdir.resolve()), INSIDE] if workdir is not None
+          else ["--size", str(limits.tmp_bytes), "--tmpfs", INSIDE]),
+        "--chdir", INSIDE,
         "--remount-ro", "/",  # the sandbox's own root folder is read-only too
         "--clearenv",
     ]
@@ -423,7 +526,7 @@ def run_sandboxed(
     command += ["--", *argv]
 
     processes = _count_own_processes() + limits.processes
-    cgroups = SubmissionCgroups(limits.memory_bytes, limits.processes)
+    cgroups = SubmissionCgroups(limits.memory_bytes, limits.processes, limits.cpus)
     notes = []
     if os.getuid() == 0 and not cgroups.pids:
         notes.append("running as root without a pids cgroup: the number of processes is not limited")
@@ -435,6 +538,7 @@ def run_sandboxed(
         _limit(resource.RLIMIT_FSIZE, limits.file_bytes)
         _limit(resource.RLIMIT_NPROC, processes)
         _limit(resource.RLIMIT_CORE, 0)
+        _limit(resource.RLIMIT_NOFILE, limits.open_files)
 
     start = time.perf_counter()
     try:
@@ -446,8 +550,9 @@ def run_sandboxed(
         cgroups.remove()
         raise
     watchdog = None
-    if not cgroups.memory:
-        watchdog = MemoryWatchdog(proc.pid, limits.memory_bytes)
+    if not (cgroups.memory and cgroups.cpu):
+        watchdog = Watchdog(proc.pid, workdir, memory=None if cgroups.memory else limits.memory_bytes,
+                            cpus=None if cgroups.cpu else limits.cpus)
         watchdog.start()
     overflow = threading.Event()
     streams: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
@@ -490,6 +595,7 @@ def run_sandboxed(
         timed_out=timed_out,
         output_overflow=overflow.is_set(),
         memory_exceeded=bool(watchdog and watchdog.killed),
+        cpu_exceeded=bool(watchdog and watchdog.killed_for_cpu),
         notes=notes,
     )
 
