@@ -232,6 +232,20 @@ def test_causal_mask_mistakes_are_named(tmp_path, body, phrase):
     assert phrase in failure("causal_mask", student_module(tmp_path, code))
 
 
+def test_a_mask_made_elsewhere_than_the_device_asked_for_is_told_so_on_any_machine():
+    """The meta device stands for a GPU: the outputs must come back where ``device`` says."""
+    from transformer_course.exercises import Case
+    from transformer_course.exercises import get as exercises_get
+    from transformer_course.exercises.compare import call_student
+
+    case = Case("causal_mask(3, device='meta')", (3,), {"device": torch.device("meta")})
+    ignores = lambda n, device=None: torch.ones(n, n, dtype=torch.bool).tril()  # noqa: E731
+    with pytest.raises(ExerciseFailure, match="create the mask on the device you are given"):
+        call_student(exercises_get("causal_mask"), ignores, case)
+    follows = lambda n, device=None: torch.ones(n, n, dtype=torch.bool, device=device).tril()  # noqa: E731
+    assert call_student(exercises_get("causal_mask"), follows, case)[0].device.type == "meta"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no cuda device on this machine")
 def test_causal_mask_that_ignores_its_device_is_told(tmp_path):

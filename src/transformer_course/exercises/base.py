@@ -65,11 +65,19 @@ class Case:
 
     @property
     def device(self) -> torch.device | None:
-        """The device of the inputs (outputs must come back on it)."""
+        """The device of the inputs, or the one asked for by a ``device`` argument where there are
+        no tensor inputs (``causal_mask(5, device=...)``): outputs must come back on it."""
         for a in (*self.args, *self.kwargs.values(), *(self.state or {}).values()):
             if isinstance(a, torch.Tensor):
                 return a.device
-        return None
+        asked = self.kwargs.get("device")
+        return torch.device(asked) if isinstance(asked, (str, torch.device)) else None
+
+    @property
+    def asks_for_device(self) -> bool:
+        """Whether the device comes from a ``device`` argument rather than from tensor inputs."""
+        return self.device is not None and not any(
+            isinstance(a, torch.Tensor) for a in (*self.args, *self.kwargs.values(), *(self.state or {}).values()))
 
     def map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor], label: str | None = None) -> Case:
         """The same case with ``fn`` applied to every tensor (inputs and weights)."""
@@ -90,8 +98,11 @@ class Case:
         return self.map_tensors(lambda t: t.to(dtype) if t.is_floating_point() else t)
 
     def on(self, device: torch.device) -> Case:
-        """The same case with every tensor moved to ``device``."""
-        return self.map_tensors(lambda t: t.to(device), label=f"{self.label} on {device.type}")
+        """The same case with every tensor (and a ``device`` argument) moved to ``device``."""
+        moved = self.map_tensors(lambda t: t.to(device), label=f"{self.label} on {device.type}")
+        if "device" in self.kwargs:
+            moved = replace(moved, kwargs={**moved.kwargs, "device": device})
+        return moved
 
     def clone(self) -> Case:
         """A deep copy of the inputs, so the student's call cannot change ours.

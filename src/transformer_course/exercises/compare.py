@@ -250,6 +250,11 @@ def normalise_outputs(exercise: Exercise, result: Any, case: Case) -> tuple[torc
                 "changes it)."
             )
         if device is not None and out.device != device:
+            if case.asks_for_device:
+                raise ExerciseFailure(
+                    f"`{out_name}` is on {out.device} but device={device.type!r} was asked for on {case.label}: "
+                    f"create the {out_name} on the device you are given (torch.ones(..., device=device))."
+                )
             raise ExerciseFailure(
                 f"`{out_name}` is on {out.device} but the inputs are on {device}: create new "
                 "tensors on the inputs' device (e.g. torch.zeros(..., device=x.device))."

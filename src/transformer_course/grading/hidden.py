@@ -110,10 +110,11 @@ def exact_matmuls() -> Iterator[None]:
 
 
 def hidden_cases(exercise: Exercise, generator: torch.Generator) -> list[Case]:
-    """The exercise's seeded cases on the CPU, and its float32 cases again on every other device."""
+    """The exercise's seeded cases on the CPU, and its float32 cases (and those that take a ``device``
+    argument) again on every other device."""
     cases = hidden_tests.get(exercise.function).make_cases(generator)
     for device in available_devices()[1:]:
-        cases += [c.on(device) for c in cases if c.dtype == torch.float32]
+        cases += [c.on(device) for c in cases if c.dtype == torch.float32 or "device" in c.kwargs]
     return cases
 
 
