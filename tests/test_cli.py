@@ -156,3 +156,14 @@ def test_a_damaged_zip_is_a_clear_error_from_the_command(tmp_path):
     )
     assert result.returncode == 2 and "not a readable zip file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_devices_can_be_kept_to_the_cpu(monkeypatch):
+    """The hardened grader's sandbox has no GPU: it sets TRANSFORMER_COURSE_DEVICES=cpu so that
+    visible checks that loop over devices ask for the same ones inside and outside."""
+    import torch
+
+    from transformer_course.device import available_devices
+
+    monkeypatch.setenv("TRANSFORMER_COURSE_DEVICES", "cpu")
+    assert available_devices() == [torch.device("cpu")]

@@ -6,6 +6,8 @@ Everything in this package runs on whatever device its inputs are on; the only p
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -20,7 +22,13 @@ def pick_device() -> torch.device:
 
 
 def available_devices() -> list[torch.device]:
-    """Every device this machine can run on, the CPU first (tests loop over these)."""
+    """Every device this machine can run on, the CPU first (tests loop over these).
+
+    ``TRANSFORMER_COURSE_DEVICES=cpu`` keeps to the CPU: the hardened grader sets it, since its
+    sandbox has no GPU, so that its visible checks ask for the same devices inside and outside.
+    """
+    if os.environ.get("TRANSFORMER_COURSE_DEVICES") == "cpu":
+        return [torch.device("cpu")]
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))

@@ -71,7 +71,11 @@ class Case:
             if isinstance(a, torch.Tensor):
                 return a.device
         asked = self.kwargs.get("device")
-        return torch.device(asked) if isinstance(asked, (str, torch.device)) else None
+        if not isinstance(asked, (str, torch.device)):
+            return None
+        # torch.device("cuda") and a tensor's torch.device("cuda:0") differ: ask torch where a
+        # tensor made with this argument lands.
+        return torch.empty(0, device=asked).device
 
     @property
     def asks_for_device(self) -> bool:

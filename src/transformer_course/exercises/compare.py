@@ -253,7 +253,8 @@ def normalise_outputs(exercise: Exercise, result: Any, case: Case) -> tuple[torc
             if case.asks_for_device:
                 raise ExerciseFailure(
                     f"`{out_name}` is on {out.device} but device={device.type!r} was asked for on {case.label}: "
-                    f"create the {out_name} on the device you are given (torch.ones(..., device=device))."
+                    f"create the {out_name} on the device you are given, with device=device (or move it "
+                    "there at the end with .to(device))."
                 )
             raise ExerciseFailure(
                 f"`{out_name}` is on {out.device} but the inputs are on {device}: create new "

@@ -60,6 +60,21 @@ def grade_folder(
     if not exercises.for_assignment(assignment):
         known = ", ".join(sorted({e.assignment for e in exercises.ALL}))
         raise ValueError(f"unknown assignment {assignment!r}; graded assignments: {known}")
+    # The sandbox has no GPU: the hardened grader checks on the CPU, in and out of the sandbox.
+    cpu_only = mode != "nbgrader" and "TRANSFORMER_COURSE_DEVICES" not in os.environ
+    if cpu_only:
+        os.environ["TRANSFORMER_COURSE_DEVICES"] = "cpu"
+    try:
+        return _grade_folder(root, assignment, submissions, out, progress=progress, mode=mode, jobs=jobs,
+                             seed=seed, timeout=timeout, timings=timings)
+    finally:
+        if cpu_only:
+            del os.environ["TRANSFORMER_COURSE_DEVICES"]
+
+
+def _grade_folder(root: Path, assignment: str, submissions: Path, out: Path, *, progress: bool, mode: str,
+                  jobs: int | None, seed: int | None, timeout: float | None,
+                  timings: dict[str, float] | None) -> list[StudentResult]:
     with tempfile.TemporaryDirectory(prefix="transformer-course-grade-") as work:
         if mode == "nbgrader":
             backend: Backend = NbgraderBackend(root, assignment, Path(work))

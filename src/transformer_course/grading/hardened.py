@@ -411,7 +411,7 @@ class HardenedBackend:
             "wipe": ["/submission", "/tmp", "/dev/shm"] if self.sandboxed else [str(work)],
         }
         command = [_python(), "-I", "-S", str(self.package / "transformer_course" / "grading" / "probe.py")]
-        env = {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+        env = {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "TRANSFORMER_COURSE_DEVICES": "cpu"}
         limits = Limits(**{**self.limits.__dict__, "wall_seconds": seconds})
         stdin = json.dumps(plan).encode("utf-8")
         if self.sandboxed:  # /submission in memory: nothing the student writes reaches the disk
