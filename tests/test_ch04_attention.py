@@ -216,11 +216,21 @@ FORBIDDEN_SOFTMAX = {
         "    getattr(sys, OFF)(None)\n    return getattr(torch, NAME)(x, dim)\n"
     ),
     "import alias": "from torch import softmax as plain\ndef softmax(x, dim=-1):\n    return plain(x, dim)\n",
-    # ... and a name spelled out in place, called from C (map), where the run-time watch cannot see:
-    # the look at the source refuses the spelled-out lookup itself
+    # ... and called from C (map), where Python's profiler cannot see: torch's own modes see every
+    # torch function and operator, whoever calls them (found by the second round of the attack)
     "spelled out, called from C": (
         "import torch\ndef softmax(x, dim=-1):\n"
         "    return list(map(getattr(torch, 'soft' + 'max'), [x], [dim]))[0]\n"
+    ),
+    "alias from another cell, called from C": (
+        "import torch\n_sm = torch.softmax\ndef softmax(x, dim=-1):\n    return next(map(_sm, [x], [dim]))\n"
+    ),
+    "reversed name, called from C": (
+        "import torch\n_sm = getattr(torch, 'xamtfos'[::-1])\ndef softmax(x, dim=-1):\n"
+        "    return next(map(_sm, [x], [dim]))\n"
+    ),
+    "the operator itself": (
+        "import torch\ndef softmax(x, dim=-1):\n    return torch.ops.aten._softmax(x, dim, False)\n"
     ),
 }
 

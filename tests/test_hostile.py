@@ -242,17 +242,13 @@ COURSE_HELPERS = (  # the issue's first attack: correct code kept in the course'
     "def softmax(x, dim=-1):\n    return _stable_softmax(x, dim)\n"
 )
 GRADER_SIDE = (
-    "import importlib\n\n"
     "def scaled_dot_product_attention(q, k, v, mask=None):\n"
-    "    side = importlib.import_module('transformer_course.grading.' + 'hidden_tests.ch04_attention')\n"
+    "    from transformer_course.grading.hidden_tests import ch04_attention as side\n"
     "    return side._attend(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, v, mask)\n"
 )
 REFERENCE_BY_GLOBALS = (  # the reference softmax handed in for sdpa carries its module... does it?
-    "import sys\n\n"
     "def scaled_dot_product_attention(q, k, v, mask=None):\n"
-    "    found = [place['scaled_dot_product_attention'] for place in (\n"
-    "        softmax.__globals__, vars(sys.modules[softmax.__module__]),\n"
-    "        vars(sys.modules.get('transformer' + '_course', sys))) if 'scaled_dot_product_attention' in place]\n"
+    "    found = [value for name, value in softmax.__globals__.items() if name == 'scaled_dot_product_attention']\n"
     "    return found[0](q, k, v, mask)\n"
 )
 REFERENCE_IN_THREAD = (  # the same, where the old run-time watch did not look
@@ -355,12 +351,14 @@ FILLS_ITS_FOLDER = (  # /submission used to be the grader's disk
     "    pass\n"
 )
 SPINNERS = (  # four processes spinning in sessions of their own: the classmates keep their cores
-    "import os\n"
+    "import os, time\n"
     "for _ in range(4):\n"
     "    if os.fork() == 0:\n"
     "        os.setsid()\n"
-    "        while True:\n"
+    "        end = time.time() + 2\n"
+    "        while time.time() < end:\n"
     "            pass\n"
+    "        os._exit(0)\n"
 )
 SURROGATE = "def softmax(x, dim=-1):\n    raise ValueError('\\ud800')\n"
 ESCAPES = (
@@ -374,6 +372,21 @@ PATCHED_COMPARE = (  # rewrites the course's checking code in its own process
     "_compare.call_student = lambda exercise, fn, case, watch=None: _plain_call(exercise, fn, case)\n"
 )
 PRIVATE_FILE = "def softmax(x, dim=-1):\n    raise ValueError(open('/etc/shadow').read())\n"
+
+
+# Found by the second round of the attack:
+LIBRARY_FROM_C = "_sm = torch.softmax\n"  # an added cell; the answer calls it from C, through map
+MAP_SOFTMAX = "def softmax(x, dim=-1):\n    return next(map(_sm, [x], [dim]))\n"
+PATCHED_VIA_SYS_MODULES = (
+    "import sys\n"
+    "_c = sys.modules['transformer_course.exercises.compare']\n"
+    "_plain = _c.call_student\n"
+    "_c.call_student = lambda exercise, fn, case, watch=None: () if case.raises else _plain(exercise, fn, case)\n"
+)
+HUGE_VISIBLE_OUTPUT = (  # a (32 M, 1, 1) output where (2, 5, 7) is expected: checks that broadcast it
+    "def attention_scores(q, k):\n"  # would make the grader hold gigabytes
+    "    return torch.zeros(32_000_000, 1, 1, dtype=q.dtype)\n"
+)
 
 
 def classmate_outputs() -> dict[bytes, list]:
@@ -463,6 +476,9 @@ def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbfor
         "escapes": notebook({"attention_scores": ESCAPES}),
         "patched_compare": notebook(added={"setup": PATCHED_COMPARE}),
         "private_file": notebook({"softmax": PRIVATE_FILE}),
+        "library_from_c": notebook({"softmax": MAP_SOFTMAX}, added={"setup": LIBRARY_FROM_C}),
+        "patched_via_sys_modules": notebook(added={"setup": PATCHED_VIA_SYS_MODULES}),
+        "huge_visible_output": notebook({"attention_scores": HUGE_VISIBLE_OUTPUT}),
         # names: two that differ only in an accent, one a spreadsheet would run
         "José": notebook(),
         "Jose": notebook({"softmax": NAIVE_SOFTMAX}),
@@ -489,7 +505,8 @@ EXPECTED = {
                        "replaces `checks.check`"),
     "always_equal": (losing("softmax", "attention_scores"), "a subclass of torch.Tensor"),
     "displayhook": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "is not implemented yet"),
-    "imports_reference": (losing("softmax", "attention_scores"), "earns no points"),
+    # an import by a name put together at run time: no exercise of the notebook earns points
+    "imports_reference": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "put together"),
     "reads_other_files": (losing("softmax"), "nothing to copy"),
     "writes_outside": (FULL, None),
     "network": (losing("softmax"), "3 of 3 entries differ"),  # what it returns without a connection
@@ -520,9 +537,10 @@ EXPECTED = {
     "three_hogs": (FULL, None),
     "fills_tmp": (FULL, None),
     "copies_classmate": (losing("softmax"), "entries differ"),
-    # it rewrites the probe's writer in every exercise's process, so every result is its bomb, refused
+    # it rewrites the probe's writer (importing __main__ by a name put together, which the look at the
+    # source refuses; tests/test_results_reading.py reads such bombs)
     "aliased_bomb": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
-                     "could not be read back"),
+                     "imports a module by a name put together"),
     "huge_cell": (FULL, "were left out"),
     "fills_its_folder": (FULL, None),
     "spinners": (FULL, None),
@@ -531,6 +549,10 @@ EXPECTED = {
     "patched_compare": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
                         "replaces `_compare.call_student`"),
     "private_file": (losing("softmax"), "Permission denied"),
+    "library_from_c": (losing("softmax"), "calls torch.softmax"),
+    "patched_via_sys_modules": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
+                                "uses `sys.modules`"),
+    "huge_visible_output": (losing("attention_scores"), "far more than any check needs"),
     "José": (FULL, None),
     "Jose": (losing("softmax"), "contains NaN"),
     FORMULA: (FULL, None),
@@ -703,7 +725,8 @@ def test_nothing_was_written_outside_its_folder(batch):
 def test_the_feedback_pages_hold_no_hidden_tests(batch):
     for page in (batch["out"] / "feedback").glob("*.html"):
         text = page.read_text()
-        assert "BEGIN HIDDEN TESTS" not in text and "grading.hidden" not in text, page.name
+        # (the hidden cells' code; a student's own import error may name the grader's modules)
+        assert "BEGIN HIDDEN TESTS" not in text and "grade(&#34;" not in text and 'grade("' not in text, page.name
 
 
 def test_the_graders_own_memory_stays_under_a_gibibyte(batch):

@@ -192,15 +192,11 @@ class Uses(nn.Module):
     assert issubclass(rebound, module.Uses) and rebound.__name__ == "Uses"
 
 
-def test_choosing_a_function_by_a_given_name_is_honest_but_spelling_one_out_is_not():
-    """getattr(F, activation) picks relu or gelu as asked (the watch still sees the call);
-    getattr(torch, "soft" + "max") hides what it calls from the look at the source."""
-    import ast
-
-    from transformer_course.exercises.forbidden import computed_lookup
-
-    assert computed_lookup(ast.parse("def f(x, activation):\n    return getattr(F, activation)(x)\n")) is None
-    assert computed_lookup(ast.parse("y = getattr(torch, 'soft' + 'max')(x)"))
-    assert computed_lookup(ast.parse("import torch.nn.functional as G\ny = getattr(G, f'{a}max')(x)"))
-    assert computed_lookup(ast.parse("y = torch.__dict__['soft' + 'max'](x)"))
-    assert computed_lookup(ast.parse("y = vars(F)['softmax'](x)"))
+@pytest.mark.parametrize("choose", ["getattr(F, activation.lower())",
+                                    "getattr(torch.nn.functional, {'relu': 'relu', 'gelu': 'gelu'}[activation])"])
+def test_choosing_the_activation_by_its_name_is_honest(tmp_path, choose):
+    """Picking relu or gelu by the name a caller gave is not a forbidden lookup (round 2 of the
+    attack found the look at the source refusing it)."""
+    code = GOOD.replace("import torch\n", "import torch\nimport torch.nn.functional as F\n").replace(
+        "torch.relu(self.linear1(x))", f"{choose.replace('activation', repr('relu'))}(self.linear1(x))")
+    grade(TOY.function, vars(student_module(tmp_path, code)))

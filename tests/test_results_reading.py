@@ -116,3 +116,15 @@ def test_progress_lines_are_read_strictly(tmp_path):
              b'{"event": "done"}']
     (tmp_path / "progress").write_bytes(b"\n".join(lines))
     assert read_progress(tmp_path / "progress") == [{"event": "start"}, {"event": "done"}]
+
+
+def test_values_that_are_not_numbers_cost_one_class_each_kind(tmp_path):
+    """[object()] * 99_990 comes back as 99,990 "unsupported" values: one class for them all (a
+    class each made it 280 MB; found by the second round of the attack)."""
+    header = {"calls": [{"outputs": [{"list": [{"unsupported": "object"}] * 99_990}]}]}
+    _write(tmp_path / "result", header)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    read = read_result(tmp_path / "result")
+    (values,) = read["calls"][0]["outputs"]
+    assert len({type(v) for v in values}) == 1 and repr(values[0]) == "<a object>"
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < 100 * 1024**2

@@ -223,6 +223,57 @@ def test_a_submission_keeps_at_most_its_cpus_busy(tmp_path, cpu_mode):
         assert "-9" in statuses and result.cpu_exceeded, result.stdout
 
 
+def test_short_lived_processes_do_not_slip_past_the_cpu_limit(tmp_path, cpu_mode):
+    """A manager starting spinners that live 0.7 s each, a few at a time (found by the second
+    round of the attack: the watchdog counted a process only from its second reading)."""
+    code = (
+        "import os, time\n"
+        "manager = os.fork()\n"
+        "if manager == 0:\n"
+        "    os.setsid()\n"
+        "    while True:\n"
+        "        for _ in range(4):\n"
+        "            if os.fork() == 0:\n"
+        "                end = time.time() + 0.7\n"
+        "                while time.time() < end:\n"
+        "                    pass\n"
+        "                os._exit(0)\n"
+        "        time.sleep(0.35)\n"
+        "        try:\n"
+        "            while os.waitpid(-1, os.WNOHANG)[0]:\n"
+        "                pass\n"
+        "        except ChildProcessError:\n"
+        "            pass\n"
+        "time.sleep(5)\n"
+        "ended, status = os.waitpid(manager, os.WNOHANG)\n"
+        "print('manager', 'killed' if ended else 'alive', os.times().elapsed)\n"
+    )
+    result = python(tmp_path, code, Limits(wall_seconds=30, cpu_seconds=30, cpus=1.0))
+    if cpu_mode:
+        assert result.stdout.startswith(b"manager alive"), result.stdout + result.stderr
+    else:
+        assert result.stdout.startswith(b"manager killed") and result.cpu_exceeded, result.stdout + result.stderr
+
+
+def test_memory_files_count_towards_the_memory_limit(tmp_path, memory_mode):
+    """Pages of a memfd (os.memfd_create) live in memory, in no process's resident size (found by
+    the second round of the attack)."""
+    code = (
+        "import os, time\n"
+        "files = []\n"
+        "for _ in range(12):\n"
+        "    fd = os.memfd_create('hoard')\n"
+        "    for _ in range(100):\n"
+        "        os.write(fd, b'x' * 1024**2)\n"
+        "    files.append(fd)\n"
+        "time.sleep(2)\n"
+        "print('survived')\n"
+    )
+    limits = Limits(wall_seconds=30, cpu_seconds=30, memory_bytes=1 * GiB, file_bytes=1 * GiB)
+    result = python(tmp_path, code, limits)
+    assert b"survived" not in result.stdout, result.stdout + result.stderr
+
+
 def test_a_private_memory_folder_replaces_the_disk(tmp_path):
     """Without a folder of the caller's, /submission lives in memory and has a size."""
     code = (

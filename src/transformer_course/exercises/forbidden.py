@@ -23,6 +23,9 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from .base import Exercise, ExerciseFailure, Forbidden
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,9 +104,14 @@ def static_violation(
 
 # Names that switch off or get around the run-time watch; an answer has no use for them.
 TAMPERING = frozenset({"setprofile", "settrace", "_getframe", "get_objects", "get_referrers",
-                       "__subclasses__", "ctypes", "pythonapi"})
+                       "__subclasses__", "ctypes", "pythonapi", "_python_dispatch", "_pop_torch_function_mode",
+                       "_pop_torch_dispatch_mode", "_set_torch_function_mode", "_set_torch_dispatch_mode",
+                       "DisableTorchFunction", "DisableTorchFunctionSubclass", "_DisableTorchDispatch",
+                       "_disable_current_modes"})
 # C functions that, called while an answer runs, would switch the watch off...
-SWITCHES_OFF = frozenset({"setprofile", "settrace"})
+SWITCHES_OFF = frozenset({"setprofile", "settrace", "_pop_torch_function_mode", "_pop_torch_dispatch_mode",
+                          "_set_torch_function_mode", "_set_torch_dispatch_mode", "DisableTorchFunction",
+                          "DisableTorchFunctionSubclass", "_DisableTorchDispatch", "_disable_current_modes"})
 # ... or run code where it cannot look: a thread started by ``_thread`` directly (``threading``'s
 # threads are watched), or another process.
 STARTS_ELSEWHERE = frozenset({"start_new_thread", "start_new", "_start_new_thread", "fork", "forkpty",
@@ -132,7 +140,7 @@ def tampering_in_source(source: str, tree: ast.AST | None = None) -> str | None:
     ``ctypes``, walking the garbage collector's objects...), said as "uses `ctypes`", or None.
     A course notebook has no use for any of them. ``tree``: ``source`` already parsed."""
     tree = tree if tree is not None else _parse(source)
-    course_modules = set()  # names bound to the course's own modules, or to the running program
+    course_modules = set()  # names bound to the course's checking code, or to the running program
     for node in ast.walk(tree) if tree is not None else ():
         modules, names = _imported(node)
         for name in [*(m.split(".")[0] for m in modules if m), *names]:
@@ -140,11 +148,19 @@ def tampering_in_source(source: str, tree: ast.AST | None = None) -> str | None:
                 return f"uses `{name}`"
         if "__main__" in modules or "__main__" in names:
             return "imports `__main__` (the program that checks it)"
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
-                m.split(".")[0] == "transformer_course" for m in modules if m):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(_checking_code(m) for m in modules if m):
             course_modules.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
         if isinstance(node, ast.Attribute) and node.attr in TAMPERING:
             return f"uses `{node.attr}`"
+        if isinstance(node, ast.Attribute) and node.attr == "modules" and isinstance(node.value, ast.Name) \
+                and node.value.id == "sys":
+            return "uses `sys.modules`"
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                _checking_code(node.value) or node.value == "__main__"):
+            return f"names `{node.value[:60]}`"
+        if isinstance(node, ast.Call) and _names_import(node.func) and node.args and not isinstance(
+                node.args[0], ast.Constant):
+            return "imports a module by a name put together at run time"
     for node in ast.walk(tree) if tree is not None else ():
         # rewriting the course's own functions (compare.call_student = ...) rewrites the checks
         if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(
@@ -156,43 +172,20 @@ def tampering_in_source(source: str, tree: ast.AST | None = None) -> str | None:
     return None
 
 
-# Names notebooks bind to modules (the setup cells import them); any other imported name counts too.
-_MODULE_NAMES = frozenset({"torch", "nn", "F", "np", "numpy", "math", "sys", "os", "builtins", "importlib",
-                           "operator", "functools", "itertools"})
+def _checking_code(module: str) -> bool:
+    """The course's own checking code (the registry, the checks, the grader), which a student's
+    cell has no business touching: rewriting it in the student's own process could forge what the
+    checks see there. (The reference and the plotting helpers are the course's too, but may be
+    used: an earlier chapter's building blocks, a figure's colours.)"""
+    parts = module.split(".")
+    return parts[0] == "transformer_course" and len(parts) > 1 and parts[1] in ("exercises", "grading", "checks")
 
 
-def computed_lookup(tree: ast.AST) -> str | None:
-    """A library function looked up by a name put together in place (``getattr(torch, "soft" +
-    "max")``, ``torch.__dict__["s" + name]``, ``vars(F)``): the look at the source cannot see which
-    one, and a call made from C (``map(getattr(...), ...)``) escapes the run-time watch too."""
-    modules = set(_MODULE_NAMES)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            modules.update(alias.asname or alias.name for alias in node.names)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) >= 1:
-            target = node.args[0]
-            if isinstance(target, ast.Attribute) and target.attr == "__dict__":
-                target = target.value
-            is_module = isinstance(target, ast.Name) and target.id in modules
-            if node.func.id == "getattr" and is_module and len(node.args) >= 2 and _spelled_out(node.args[1]):
-                return f"looks up a function of `{target.id}` by a computed name (getattr)"
-            if node.func.id == "vars" and is_module:
-                return f"looks up the functions of `{target.id}` through vars()"
-        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and \
-                node.value.attr == "__dict__" and isinstance(node.value.value, ast.Name) and \
-                node.value.value.id in modules and _spelled_out(node.slice):
-            return f"looks up a function of `{node.value.value.id}` by a computed name (__dict__)"
-    return None
-
-
-def _spelled_out(name: ast.AST) -> bool:
-    """A name put together in place ("soft" + "max", an f-string, "".join(...)): what hides a
-    function's name. A plain variable (``getattr(F, activation)``, choosing relu or gelu by the
-    name a caller gave) is honest code, and the run-time watch still sees what it calls."""
-    return not isinstance(name, (ast.Constant, ast.Name, ast.Attribute))
+def _names_import(func: ast.AST) -> bool:
+    """``__import__(...)``, ``importlib.import_module(...)`` or ``import_module(...)``."""
+    if isinstance(func, ast.Name):
+        return func.id in ("__import__", "import_module")
+    return isinstance(func, ast.Attribute) and func.attr in ("__import__", "import_module")
 
 
 def source_violation(exercise: Exercise, source: str, tree: ast.AST | None = None) -> str | None:
@@ -209,10 +202,6 @@ def source_violation(exercise: Exercise, source: str, tree: ast.AST | None = Non
             return "imports the course's reference implementation"
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and "transformer_course" in node.value:
             return "names the course's reference implementation"
-    if tree is not None and exercise.forbidden:
-        lookup = computed_lookup(tree)
-        if lookup:
-            return f"{lookup}, which the checks cannot tell from a forbidden call"
     tampering = tampering_in_source(source, tree)
     return f"{tampering}, which interferes with the grader" if tampering else None
 
@@ -269,16 +258,69 @@ class Tripwire:
                 self.violation = (f"starts a thread or a process (`{name}`) while it is being checked, "
                                   "where the checks cannot see what it calls")
 
+    def saw_library_call(self, name: str) -> None:
+        """A torch function or operator called ``name`` ran (seen by the modes below)."""
+        if self._closing or self.violation is not None:
+            return
+        for rule in self.rules:
+            if name in rule.builtin_names or any(name == f for _, f in rule.python_functions):
+                if not self._inside_allowed_code():
+                    self.violation = f"calls {rule.label}"
+                return
+
+    def _inside_allowed_code(self) -> bool:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code in self.allowed_code:
+                return True
+            frame = frame.f_back
+        return False
+
     def __enter__(self) -> Tripwire:
         self._previous = sys.getprofile(), threading.getprofile()
         sys.setprofile(self._profile)
         threading.setprofile(self._profile)  # threads started while it is active are watched too
+        # The profiler sees calls made from Python only: ``map(torch.softmax, ...)`` calls from C.
+        # torch's own modes see every torch function and every operator, whoever calls them.
+        self._modes = [_FunctionWatch(self), _OperatorWatch(self)] if self.rules else []
+        for mode in self._modes:
+            mode.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._closing = True
+        for mode in reversed(self._modes):
+            try:
+                mode.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001 - the student's code took it off the stack itself
+                self.violation = self.violation or "switches off the checks' watch (torch's mode stack)"
         sys.setprofile(self._previous[0])
         threading.setprofile(self._previous[1])
+
+
+class _FunctionWatch(TorchFunctionMode):
+    """Tells the tripwire the name of every torch function called (torch.softmax, F.embedding...)."""
+
+    def __init__(self, tripwire: Tripwire) -> None:
+        super().__init__()
+        self.tripwire = tripwire
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.tripwire.saw_library_call(getattr(func, "__name__", ""))
+        return func(*args, **(kwargs or {}))
+
+
+class _OperatorWatch(TorchDispatchMode):
+    """Tells the tripwire the name of every operator run (aten::_softmax, ...), also those reached
+    below torch's Python functions (torch.ops.aten._softmax)."""
+
+    def __init__(self, tripwire: Tripwire) -> None:
+        super().__init__()
+        self.tripwire = tripwire
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.tripwire.saw_library_call(func._schema.name.split("::")[-1])
+        return func(*args, **(kwargs or {}))
 
 
 def forbidden_message(exercise: Exercise, violation: str) -> str:

@@ -27,9 +27,9 @@ MAX_NOTEBOOK_BYTES = 20 * 1024**2  # a chapter's notebook is ~50 kB; with output
 # per byte of source; so what may run is capped well below what a notebook may weigh. An answer is
 # a few kB; a student's own experiments rarely pass a few dozen cells.
 MAX_CELLS = 2_000  # in the notebook (a chapter's has about 40)
-MAX_CELL_BYTES = 256 * 1024  # of one code cell's source that runs
+MAX_CELL_BYTES = 128 * 1024  # of one code cell's source that runs
 MAX_ADDED_CELLS = 200  # code cells of the student's own that run
-MAX_ADDED_BYTES = 2 * 1024**2  # of all those cells together
+MAX_ADDED_BYTES = 512 * 1024  # of all those cells together
 
 
 class ReadNotebook(NamedTuple):
@@ -217,7 +217,7 @@ def canonicalise(submitted: nbformat.NotebookNode, pristine: nbformat.NotebookNo
     if left_out:
         canonical.notes.append(
             f"{left_out} code cell(s) you added were left out: a cell may hold {MAX_CELL_BYTES // 1024} kB of "
-            f"code, and your own cells {MAX_ADDED_CELLS} cells or {MAX_ADDED_BYTES // 1024**2} MB in all")
+            f"code, and your own cells {MAX_ADDED_CELLS} cells or {MAX_ADDED_BYTES // 1024} kB in all")
     return canonical
 
 

@@ -20,6 +20,7 @@ it. A crash, a timeout or a limit costs the exercise it happened in, with a mess
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import hmac
 import json
@@ -36,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nbformat
 import numpy as np
@@ -56,7 +57,7 @@ from .sandbox import Limits, SandboxResult, run_sandboxed, sandbox_problem
 from .slices import pickle_with_globals, slice_modules
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
-MAX_RESULT_BYTES = 64 * 1024**2  # one exercise's result file, arrays included
+MAX_RESULT_BYTES = 16 * 1024**2  # one exercise's result file, arrays included (honest ones: kilobytes)
 MAX_HEADER_BYTES = 4 * 1024**2  # its description of the outputs (JSON)
 MAX_PROGRESS_BYTES = 256 * 1024
 RERUN_BUDGET = 2  # all runs of one submission together: at most this many times one run's wall clock
@@ -72,33 +73,58 @@ class PreparedExercise:
     visible: list[Case]  # the calls its visible checks make, in order
     hidden: list[Case]
     expected: list[tuple]  # the reference's outputs for each hidden case
+    visible_sizes: list[int] = field(default_factory=list)  # numbers the reference returns per visible call
 
 
 class Replay:
-    """Plays a student's recorded outputs back to the visible checks, call by call."""
+    """Plays a student's recorded outputs back to the visible checks, call by call.
 
-    def __init__(self, exercise: Exercise, calls: list[dict]):
-        self.exercise, self.calls = exercise, calls
+    The checks run here, in the grader, on the student's outputs: an output far larger than the
+    reference's on the same call (a (32000000, 1, 1) mask where a (3, 3) one was expected) is
+    refused before any check broadcasts it, so no submission makes the grader hold gigabytes.
+    """
+
+    def __init__(self, exercise: Exercise, calls: list[dict], sizes: list[int]):
+        self.exercise, self.calls, self.sizes = exercise, calls, sizes
         self.index = 0
 
     def __call__(self, label: str | Case, *args: Any, **kwargs: Any) -> tuple:
         __tracebackhide__ = True
         if self.index >= len(self.calls):
             raise ExerciseFailure(f"`{self.exercise.function}` could not be checked (no output recorded).")
-        call = self.calls[self.index]
+        call, expected = self.calls[self.index], self.sizes[self.index] if self.index < len(self.sizes) else 0
         self.index += 1
         if "failure" in call:
             raise ExerciseFailure(call["failure"])
+        size = _size(call["outputs"])
+        if size > 4 * expected + 4096:
+            name = label.label if isinstance(label, Case) else label
+            raise ExerciseFailure(f"`{self.exercise.function}` returned {size} numbers on {name}, where "
+                                  f"{expected} were expected: check the shape of what you return.")
         return call["outputs"]
 
 
-def _recorder(exercise: Exercise, reference: Callable, into: list[Case]) -> Callable[..., tuple]:
-    """A ``call`` for visible checks that notes each case and answers with the reference."""
+def _size(value: Any) -> int:
+    """How many numbers (or other values) ``value`` holds."""
+    if isinstance(value, torch.Tensor):
+        return value.numel()
+    if isinstance(value, (list, tuple)):
+        return sum(_size(v) for v in value) + 1
+    if isinstance(value, dict):
+        return sum(_size(k) + _size(v) for k, v in value.items()) + 1
+    return 1
+
+
+def _recorder(exercise: Exercise, reference: Callable, into: list[Case], sizes: list[int]) -> Callable[..., tuple]:
+    """A ``call`` for visible checks that notes each case (and the size of the reference's outputs)
+    and answers with the reference."""
 
     def call(label: str | Case, *args: Any, **kwargs: Any) -> tuple:
         case = label if isinstance(label, Case) else Case(label, args, kwargs)
         into.append(case)
-        return call_student(exercise, reference, case)
+        outputs = call_student(exercise, reference, case)
+        sizes.append(_size(outputs))
+        return outputs
 
     return call
 
@@ -110,16 +136,23 @@ def student_seed(run_seed: int, student: str) -> int:
     return int.from_bytes(digest.digest()[:4], "big") & 0x7FFFFFFF
 
 
-def visible_cases(exercise: Exercise) -> list[Case]:
+class Visible(NamedTuple):
+    """The calls an exercise's visible checks make, and how many numbers the reference returns on each."""
+
+    cases: list[Case]
+    sizes: list[int]
+
+
+def visible_cases(exercise: Exercise) -> Visible:
     """The calls the exercise's visible checks make (recorded by running them on the reference)."""
     tests = hidden_tests.get(exercise.function)
     uses = {name: hidden_tests.get(name).load_reference() for name in exercise.uses}
-    visible: list[Case] = []
-    exercise.visible_checks(_recorder(exercise, with_globals(tests.load_reference(), uses), visible))
+    visible = Visible([], [])
+    exercise.visible_checks(_recorder(exercise, with_globals(tests.load_reference(), uses), *visible))
     return visible
 
 
-def prepare_exercise(exercise: Exercise, seed: int, visible: list[Case]) -> PreparedExercise:
+def prepare_exercise(exercise: Exercise, seed: int, visible: Visible) -> PreparedExercise:
     """Draw the hidden cases from ``seed`` (CPU) and compute the reference's outputs on them."""
     tests = hidden_tests.get(exercise.function)
     reference = tests.load_reference()
@@ -130,7 +163,7 @@ def prepare_exercise(exercise: Exercise, seed: int, visible: list[Case]) -> Prep
             exact = case.to(torch.float64)
             with torch.no_grad():
                 expected.append(normalise_outputs(exercise, run_case(reference, exact), exact))
-    return PreparedExercise(exercise, visible, hidden, expected)
+    return PreparedExercise(exercise, visible.cases, hidden, expected, visible.sizes)
 
 
 # --------------------------------------------------------------------------- what the sandbox holds
@@ -251,7 +284,7 @@ class HardenedBackend:
         self.seed = secrets.randbits(63) if seed is None else seed
         self.limits = limits or Limits()
         self.exercises = exercises.for_assignment(assignment)
-        self.visible: dict[str, list[Case]] = {}
+        self.visible: dict[str, Visible] = {}
         # Seconds spent per phase, over all submissions (bench/bench_class.py prints them).
         self.timings: dict[str, float] = {}
         self._timings_lock = threading.Lock()
@@ -423,14 +456,13 @@ class HardenedBackend:
 
     def _score(self, canonical: Canonical, prepared: list[PreparedExercise], probed: Probed) -> list[ExerciseResult]:
         scored = []
-        trees = _parsed(canonical)  # each cell once: parsing is the dearest thing the grader does
-        tampering = _tampering(canonical, trees)
+        tampering, violations = _look_at_sources(canonical, [p.exercise for p in prepared])
         for p in prepared:
             exercise = p.exercise
             if exercise.function in canonical.problems:
                 scored.append(_failed(exercise, canonical.problems[exercise.function]))
                 continue
-            violation = _forbidden_in_cells(exercise, canonical, trees)
+            violation = violations.get(exercise.function)
             if tampering:
                 scored.append(_failed(exercise, tampering))
             elif violation:
@@ -464,7 +496,7 @@ class HardenedBackend:
         exercise = prepared.exercise
         n_visible = len(prepared.visible)
         try:
-            count = exercise.visible_checks(Replay(exercise, calls[:n_visible]))
+            count = exercise.visible_checks(Replay(exercise, calls[:n_visible], prepared.visible_sizes))
             for index, (case, expected) in enumerate(zip(prepared.hidden, prepared.expected)):
                 position = n_visible + index
                 if position >= len(calls):
@@ -482,43 +514,32 @@ class HardenedBackend:
                               f"✓ {exercise.function}: all {count} checks passed.")
 
 
-def _parsed(canonical: Canonical) -> dict[int, ast.AST | None]:
-    """The student's cells (answers and added ones), parsed; None for one with a syntax error."""
-    trees: dict[int, ast.AST | None] = {}
-    for index, cell in enumerate(canonical.cells):
-        if cell.kind in ("answer", "added"):
-            try:
-                trees[index] = ast.parse(cell.source)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                trees[index] = None
-    return trees
-
-
-def _tampering(canonical: Canonical, trees: dict[int, ast.AST | None]) -> str | None:
-    """Why no exercise earns points, when one of the student's cells holds something that could
-    switch off the run-time watch (the grade does not rest on that watch, but a notebook that
-    tries to blind it is not graded as if it had not)."""
-    for index, tree in trees.items():
-        cell = canonical.cells[index]
-        if tree is not None:
-            found = tampering_in_source(cell.source, tree)
-            if found:
-                where = f"the cell `{cell.grade_id}`" if cell.kind == "answer" else "a code cell you added"
-                return (f"{where} {found}, which can switch off the checks' watch for library calls, so no "
-                        "exercise of this notebook earns points while it is there. Remove it.")
-    return None
-
-
-def _forbidden_in_cells(exercise: Exercise, canonical: Canonical, trees: dict[int, ast.AST | None]) -> str | None:
-    """A forbidden call in the exercise's answer cell, or in any cell of the student's that binds
-    the exercise's name (a later definition there is the one graded)."""
-    for index, tree in trees.items():
-        cell = canonical.cells[index]
-        if tree is not None and (cell.grade_id == exercise.function or _binds(tree, exercise.function)):
-            violation = source_violation(exercise, cell.source, tree)
-            if violation:
-                return violation
-    return None
+def _look_at_sources(canonical: Canonical, exercises_: list[Exercise]) -> tuple[str | None, dict[str, str]]:
+    """The look at the source, outside the sandbox: why no exercise earns points (a cell that could
+    switch off the run-time watch), and per exercise the forbidden call its answer cell, or a cell
+    that binds its name (a later definition there is the one graded), names. Each of the student's
+    cells is parsed once and dropped: a syntax tree costs some 300 times its source in memory."""
+    tampering, violations = None, {}
+    for cell in canonical.cells:
+        if cell.kind not in ("answer", "added"):
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue  # it fails to run, with its own message
+        found = None if tampering else tampering_in_source(cell.source, tree)
+        if found:
+            where = f"the cell `{cell.grade_id}`" if cell.kind == "answer" else "a code cell you added"
+            tampering = (f"{where} {found}, which can switch off the checks' watch for library calls, so no "
+                         "exercise of this notebook earns points while it is there. Remove it.")
+        for exercise in exercises_:
+            if exercise.function not in violations and (
+                    cell.grade_id == exercise.function or _binds(tree, exercise.function)):
+                violation = source_violation(exercise, cell.source, tree)
+                if violation:
+                    violations[exercise.function] = violation
+        del tree
+    return tampering, violations
 
 
 def _binds(tree: ast.AST, name: str) -> bool:
@@ -760,10 +781,8 @@ def _decode(item: Any, blob: memoryview, budget: dict[str, int], depth: int) -> 
     ((kind, value),) = item.items()
     if kind == "tensor":
         return _tensor(value, blob, budget)
-    if kind == "value":
-        if isinstance(value, str):
-            return printable(value)
-        if value is None or isinstance(value, (bool, int, float)):
+    if kind == "value":  # (data, compared as it is: messages show it through repr, which escapes)
+        if value is None or isinstance(value, (bool, int, float, str)):
             return value
         raise TypeError("value")
     if kind in ("list", "tuple"):
@@ -779,9 +798,15 @@ def _decode(item: Any, blob: memoryview, budget: dict[str, int], depth: int) -> 
             raise TypeError("dict key")
         return dict(pairs)
     if kind == "unsupported":  # something the probe could not write as numbers: equal to nothing,
-        name = str(value)[:60] if str(value).isidentifier() else "object"  # and messages name its type
-        return type(name, (), {"__repr__": lambda self: f"<a {name}>"})()
+        return _unsupported(str(value)[:60])()  # and messages name its type
     raise ValueError(kind)
+
+
+@functools.cache
+def _unsupported(name: str) -> type:
+    """A class named ``name`` (one per name: a class per value made 100,000 values cost 280 MB)."""
+    name = name if name.isidentifier() else "object"
+    return type(name, (), {"__repr__": lambda self: f"<a {name}>"})
 
 
 def _tensor(spec: Any, blob: memoryview, budget: dict[str, int]) -> torch.Tensor:

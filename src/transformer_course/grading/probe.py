@@ -36,6 +36,7 @@ import traceback
 import types
 
 MAGIC = b"TCR1"  # a result file: MAGIC, the header's length (8 bytes), the header (JSON), the arrays
+MAX_OUTPUT_BYTES = 12 * 1024**2  # of arrays in one result (the grader reads at most 16 MB of file)
 
 
 # --------------------------------------------------------------------------- results
@@ -150,15 +151,30 @@ def _run_cells(cells: list[dict], namespace: dict, skip: set[int], pipe: int) ->
     return errors
 
 
-def _probe(function: str, cases: list, namespace: dict, dependencies: dict) -> tuple[dict, bytearray]:
-    """Call the student's function on every case; the record of what came back, and its arrays."""
+def _checking_tools() -> types.SimpleNamespace:
+    """The functions the probe checks with, taken before any of the student's code runs: code that
+    later rebinds them in their modules (compare.call_student = ...) does not change these. (Code
+    that rewrites what they use in turn still could: see the threat model; numbers are compared
+    outside, where nothing of the student's reaches.)"""
     from transformer_course import exercises
     from transformer_course.exercises import ExerciseFailure
     from transformer_course.exercises.compare import call_student, expect_right_kind
     from transformer_course.exercises.forbidden import forbidden_message, static_violation
     from transformer_course.exercises.running import watcher, with_globals
 
-    exercise = exercises.get(function)
+    return types.SimpleNamespace(
+        get=exercises.get, ExerciseFailure=ExerciseFailure, call_student=call_student,
+        expect_right_kind=expect_right_kind, forbidden_message=forbidden_message,
+        static_violation=static_violation, watcher=watcher, with_globals=with_globals,
+        encode=encode, write_result=write_result)
+
+
+def _probe(function: str, cases: list, namespace: dict, dependencies: dict,
+           tools: types.SimpleNamespace) -> tuple[dict, bytearray]:
+    """Call the student's function on every case; the record of what came back, and its arrays."""
+    ExerciseFailure, encode = tools.ExerciseFailure, tools.encode  # noqa: N806 - local names of the tools
+    call_student, watcher, with_globals = tools.call_student, tools.watcher, tools.with_globals
+    exercise = tools.get(function)
     record: dict = {"calls": [], "failure": None}
     blob = bytearray()
     fn = namespace.get(function)
@@ -168,10 +184,10 @@ def _probe(function: str, cases: list, namespace: dict, dependencies: dict) -> t
                 f"`{function}` is not defined: run the cell that defines it, and keep the name "
                 f"`{function}` (the checks look it up by name)."
             )
-        expect_right_kind(exercise, fn)
-        violation = static_violation(exercise, fn, dependencies)
+        tools.expect_right_kind(exercise, fn)
+        violation = tools.static_violation(exercise, fn, dependencies)
         if violation:
-            raise ExerciseFailure(forbidden_message(exercise, violation))
+            raise ExerciseFailure(tools.forbidden_message(exercise, violation))
     except ExerciseFailure as failure:
         record["failure"] = str(failure)
         return record, blob
@@ -186,8 +202,20 @@ def _probe(function: str, cases: list, namespace: dict, dependencies: dict) -> t
         except BaseException as error:  # noqa: BLE001 - e.g. SystemExit raised by the student's code
             record["calls"].append({"failure": f"`{function}` raised {type(error).__name__}: {error}"})
             break
-        record["calls"].append({"outputs": [encode(o, blob) for o in outputs]})
+        size = len(blob)
+        encoded = [encode(o, blob) for o in outputs]
+        if len(blob) > MAX_OUTPUT_BYTES:  # the grader would refuse the file: say why, here
+            returned = _megabytes(len(blob) - size)
+            del blob[size:]
+            record["calls"].append({"failure": f"`{function}` returned {returned} on {case.label}: far more "
+                                               "than any check needs."})
+            break
+        record["calls"].append({"outputs": encoded})
     return record, blob
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1024**2:.0f} MB of numbers"
 
 
 def _threads() -> int:
@@ -206,6 +234,7 @@ def child(plan: dict, exercise: dict, skip: set[int], pipe: int, namespace: dict
             pass
         job = _read_job(exercise["job_fd"])
         os.close(exercise["job_fd"])
+        tools, probe = _checking_tools(), _probe  # (taken before the student's cells can rebind them)
         errors = _run_cells(plan["cells"], namespace, skip, pipe)
         _step(pipe, "probe")
         if _threads() > threads:
@@ -217,9 +246,9 @@ def child(plan: dict, exercise: dict, skip: set[int], pipe: int, namespace: dict
                 _, status = os.waitpid(pid, 0)
                 os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
         dependencies = job["dependencies"]
-        record, blob = _probe(exercise["function"], job["cases"], namespace, dependencies)
+        record, blob = probe(exercise["function"], job["cases"], namespace, dependencies, tools)
         record["cell_errors"] = errors
-        write_result(exercise["result_fd"], record, bytes(blob))
+        tools.write_result(exercise["result_fd"], record, bytes(blob))
         _step(pipe, "done")
     except BaseException:  # noqa: BLE001 - whatever happened, this process ends here
         traceback.print_exc()

@@ -364,11 +364,11 @@ def limits_in_force(cgroups: SubmissionCgroups | None = None) -> list[str]:
                   "once by its address space. Memory the kernel holds for it (socket buffers, say) is not "
                   "counted: run as root, or with a delegated cgroup, for a hard limit")
         processes = ("processes: a cgroup caps the number of processes" if cgroups.pids else
-                     "processes: capped per user by RLIMIT_NPROC" if os.getuid() != 0 else
-                     "processes: NOT capped (running as root without a pids cgroup)")
+                     "processes: capped by RLIMIT_NPROC inside the sandbox's user namespace" if os.getuid() != 0
+                     else "processes: NOT capped (running as root without a pids cgroup)")
         cpu = ("cpu: a cgroup caps the cores all the submission's processes keep busy" if cgroups.cpu else
-               "cpu: no cgroup can be made here, so the watchdog stops the process using most CPU when "
-               "the submission keeps more cores busy than allowed")
+               "cpu: no cgroup can be made here, so the watchdog stops the submission's extra processes when "
+               "together they keep more cores busy than allowed")
     finally:
         if cgroups is not None:
             cgroups.remove()
@@ -377,10 +377,15 @@ def limits_in_force(cgroups: SubmissionCgroups | None = None) -> list[str]:
 
 class Watchdog(threading.Thread):
     """Where no cgroup can hold a limit: every ``interval`` seconds, look at every process in the
-    sandbox's pid namespace. ``memory``: add up their resident memory and what the sandbox's
-    in-memory folders hold, and kill the largest process when the total passes the limit.
-    ``cpus``: when they kept more cores busy than that over the last second, kill the process that
-    used most CPU in it."""
+    sandbox's pid namespace.
+
+    ``memory``: add up their resident memory, the memory files they hold open (``memfd``) and what
+    the sandbox's in-memory folders hold, and kill the largest process past the limit.
+    ``cpus``: add up the CPU time of every process, those that ended and were collected included
+    (a process's children's time moves to it when they end), and when the sandbox kept more cores
+    busy than that over the last second, kill every process but its first two (bubblewrap's and the
+    command's): short-lived processes started one after the other cannot slip through.
+    """
 
     def __init__(self, outer_pid: int, workdir: Path | None, *, memory: int | None, cpus: float | None,
                  interval: float = 0.1) -> None:
@@ -390,7 +395,7 @@ class Watchdog(threading.Thread):
         self.stopped = threading.Event()
         self.killed = False  # for memory
         self.killed_for_cpu = False
-        self._cpu: list[tuple[float, dict[int, int]]] = []  # (when, {pid: CPU ticks}) over the last second
+        self._cpu: list[tuple[float, int]] = []  # (when, CPU ticks of the whole sandbox) over the last second
 
     def _namespace(self) -> tuple[str | None, int | None]:
         """The sandbox's pid namespace (that of bubblewrap's child), and its pid 1 as seen here."""
@@ -402,48 +407,56 @@ class Watchdog(threading.Thread):
             return None, None
 
     def run(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
         namespace, init = None, None
         while not self.stopped.wait(self.interval):
             if namespace is None:
                 namespace, init = self._namespace()
                 continue
-            sizes, ticks = {}, {}
-            for entry in os.scandir("/proc"):
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    if os.readlink(f"/proc/{entry.name}/ns/pid") != namespace:
-                        continue
-                    with open(f"/proc/{entry.name}/statm") as f:
-                        sizes[int(entry.name)] = int(f.read().split()[1]) * page
-                    with open(f"/proc/{entry.name}/stat") as f:  # utime and stime, after the name
-                        fields = f.read().rsplit(")", 1)[1].split()
-                        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-                except (OSError, ValueError, IndexError):
-                    continue
+            processes = [p for p in _processes() if _namespace_of(p) == namespace]
             if self.cpus is not None:
-                self._check_cpu(ticks)
-            if self.memory is None:
+                self._check_cpu(processes)
+            if self.memory is not None:
+                self._check_memory(processes, init)
+
+    def _check_memory(self, processes: list[int], init: int | None) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        sizes, memory_files = {}, {}
+        for pid in processes:
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    sizes[pid] = int(f.read().split()[1]) * page
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:"):
+                        info = os.stat(f"/proc/{pid}/fd/{fd}")
+                        memory_files[(info.st_dev, info.st_ino)] = info.st_size
+            except (OSError, ValueError, IndexError):
                 continue
-            used = 0
-            for folder in ("tmp", "dev/shm", INSIDE.lstrip("/")):  # the folders that live in memory
-                try:
-                    fs = os.statvfs(f"/proc/{init}/root/{folder}")
-                    if fs.f_fsid != self._disk:  # a tmpfs of the sandbox's, not the bound folder
-                        used += (fs.f_blocks - fs.f_bfree) * fs.f_frsize
-                except OSError:
-                    continue
-            if sizes and sum(sizes.values()) + used > self.memory:
-                largest = max(sizes, key=sizes.get)
-                try:
-                    os.kill(largest, signal.SIGKILL)
-                    self.killed = True
-                except ProcessLookupError:
-                    pass
+        used = sum(memory_files.values())
+        for folder in ("tmp", "dev/shm", INSIDE.lstrip("/")):  # the folders that live in memory
+            try:
+                fs = os.statvfs(f"/proc/{init}/root/{folder}")
+                if fs.f_fsid != self._disk:  # a tmpfs of the sandbox's, not the bound folder
+                    used += (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+            except OSError:
+                continue
+        if sizes and sum(sizes.values()) + used > self.memory:
+            largest = max(sizes, key=sizes.get)
+            try:
+                os.kill(largest, signal.SIGKILL)
+                self.killed = True
+            except ProcessLookupError:
+                pass
 
-
-    def _check_cpu(self, ticks: dict[int, int]) -> None:
+    def _check_cpu(self, processes: list[int]) -> None:
+        ticks, inner = 0, {}
+        for pid in processes:
+            try:
+                with open(f"/proc/{pid}/stat") as f:  # utime, stime, cutime, cstime: after the name
+                    fields = f.read().rsplit(")", 1)[1].split()
+                ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))
+                inner[pid] = _inner_pid(pid)
+            except (OSError, ValueError, IndexError):
+                continue
         now = time.monotonic()
         self._cpu.append((now, ticks))
         while len(self._cpu) > 1 and now - self._cpu[0][0] > 1.0:
@@ -451,16 +464,38 @@ class Watchdog(threading.Thread):
         then, before = self._cpu[0]
         if now - then < 0.9:
             return
-        per_second = os.sysconf("SC_CLK_TCK") * (now - then)
-        used = {pid: (t - before.get(pid, t)) / per_second for pid, t in ticks.items()}
-        if sum(used.values()) > self.cpus * 1.25:  # (a little slack: the readings are not instant)
-            busiest = max(used, key=used.get)
-            try:
-                os.kill(busiest, signal.SIGKILL)
-                self.killed_for_cpu = True
-            except ProcessLookupError:
-                pass
+        cores = (ticks - before) / (os.sysconf("SC_CLK_TCK") * (now - then))
+        if cores > self.cpus * 1.25:  # (a little slack: the readings are not instant)
+            for pid, number in inner.items():
+                if number not in (1, 2):  # bubblewrap's own process and the command go on
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        self.killed_for_cpu = True
+                    except ProcessLookupError:
+                        pass
             self._cpu.clear()
+
+
+def _processes() -> list[int]:
+    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
+
+
+def _namespace_of(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _inner_pid(pid: int) -> int | None:
+    """The process's number inside its own pid namespace (the last of the NSpid line)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _limit(kind: int, value: int) -> None:
@@ -523,9 +558,16 @@ def run_sandboxed(
     ]
     for key, value in environment.items():
         command += ["--setenv", key, value]
-    command += ["--", *argv]
+    # The process limit, set inside the sandbox's own user namespace, where the kernel counts the
+    # sandbox's processes alone. (Set outside, it would count every process of the user: one
+    # sandbox could use up what another had left.) Root is not held by it at all: a pids cgroup is.
+    inside = shutil.which("prlimit") if os.getuid() != 0 else None
+    if inside:
+        command += ["--", inside, f"--nproc={limits.processes + 2}:{limits.processes + 2}", "--", *argv]
+    else:
+        command += ["--", *argv]
 
-    processes = _count_own_processes() + limits.processes
+    processes = None if inside else _count_own_processes() + limits.processes
     cgroups = SubmissionCgroups(limits.memory_bytes, limits.processes, limits.cpus)
     notes = []
     if os.getuid() == 0 and not cgroups.pids:
@@ -536,7 +578,8 @@ def run_sandboxed(
         _limit(resource.RLIMIT_AS, limits.address_space_bytes)
         _limit(resource.RLIMIT_CPU, limits.cpu_seconds)
         _limit(resource.RLIMIT_FSIZE, limits.file_bytes)
-        _limit(resource.RLIMIT_NPROC, processes)
+        if processes is not None:
+            _limit(resource.RLIMIT_NPROC, processes)
         _limit(resource.RLIMIT_CORE, 0)
         _limit(resource.RLIMIT_NOFILE, limits.open_files)
 
