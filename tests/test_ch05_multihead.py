@@ -296,7 +296,9 @@ def test_the_reference_module_earns_nothing(tmp_path, code):
                     "    return importlib.import_module('transformer_' + 'course.multihead').merge_heads(x)\n"),
 ])
 def test_the_reference_helpers_earn_nothing(tmp_path, name, code):
-    assert "reference implementation" in failure(name, student_module(tmp_path, code))
+    message = failure(name, student_module(tmp_path, code))
+    # (an import by a computed name is refused as such, before what it imports is looked at)
+    assert "reference implementation" in message or "put together" in message
 
 
 def test_chapter_4s_attention_is_allowed_because_it_is_listed(tmp_path):
