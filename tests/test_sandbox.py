@@ -116,12 +116,21 @@ MEMORY_MODES = [pytest.param(True, id="cgroup"), pytest.param(False, id="watchdo
 def memory_mode(request, monkeypatch):
     """Each memory limit is shown twice: held by a cgroup (where the grader may make one: root,
     here) and by the watchdog an ordinary user gets instead."""
-    if request.param:
-        if not sandbox.SubmissionCgroups(GiB, 64).memory or os.getuid() != 0:
-            pytest.skip("no memory cgroup can be made here")
+    return _held_by("memory", request.param, monkeypatch)
+
+
+def _held_by(controller: str, cgroup: bool, monkeypatch) -> bool:
+    """Have the sandbox hold ``controller``'s limit with a cgroup (skip where none can be made), or
+    with the watchdog (no cgroup made at all)."""
+    if cgroup:
+        cgroups = sandbox.SubmissionCgroups(GiB, 64)
+        available = getattr(cgroups, controller)
+        cgroups.remove()
+        if not available:
+            pytest.skip(f"no {controller} cgroup can be made here")
     else:
         monkeypatch.setattr(sandbox, "_cgroup_places", lambda: {})
-    return request.param
+    return cgroup
 
 
 def test_the_memory_limit_holds_for_all_processes_together(tmp_path, memory_mode):
@@ -190,12 +199,7 @@ def test_the_limits_in_force_are_said_in_words():
 
 @pytest.fixture(params=MEMORY_MODES)
 def cpu_mode(request, monkeypatch):
-    if request.param:
-        if not sandbox.SubmissionCgroups(GiB, 64).cpu:
-            pytest.skip("no cpu cgroup can be made here")
-    else:
-        monkeypatch.setattr(sandbox, "_cgroup_places", lambda: {})
-    return request.param
+    return _held_by("cpu", request.param, monkeypatch)
 
 
 def test_a_submission_keeps_at_most_its_cpus_busy(tmp_path, cpu_mode):
