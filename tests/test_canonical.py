@@ -15,6 +15,7 @@ from transformer_course.grading.canonical import (
     MAX_ADDED_CELLS,
     MAX_CELL_BYTES,
     MAX_CELLS,
+    MAX_CONTAINERS,
     canonicalise,
     grade_id_of,
     read_notebook,
@@ -192,3 +193,25 @@ def test_a_notebook_of_too_many_cells_is_refused_before_it_is_validated(tmp_path
     nbformat.write(solved, tmp_path / "many.ipynb")
     nb, problem, _ = read_notebook(tmp_path / "many.ipynb")
     assert nb is None and "cells, more than" in problem
+
+
+def test_a_notebook_of_millions_of_empty_objects_is_refused_before_it_is_parsed(tmp_path, solved):
+    """20 MB of "{}" under the size cap would cost the grader 4 GB to parse (third round of the
+    attack): the objects are counted first."""
+    data = json.loads(nbformat.writes(solved))
+    data["metadata"]["junk"] = [{}] * (MAX_CONTAINERS + 1)
+    (tmp_path / "junk.ipynb").write_text(json.dumps(data), encoding="utf-8")
+    nb, problem, _ = read_notebook(tmp_path / "junk.ipynb")
+    assert nb is None and "objects and lists" in problem
+
+
+def test_a_course_cell_of_repeated_markers_is_compared_in_linear_time(pristine, solved):
+    """A regular expression took quadratic time on a locked cell of repeated BEGIN lines (third
+    round of the attack: minutes of the grader's time, holding every other student's)."""
+    import time
+
+    cell(solved, "test_softmax").source = "### BEGIN HIDDEN TESTS\n" * 200_000
+    start = time.perf_counter()
+    canonical = canonicalise(solved, pristine)
+    assert time.perf_counter() - start < 2
+    assert any("test_softmax" in note for note in canonical.notes)

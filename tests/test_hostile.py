@@ -91,6 +91,12 @@ def delete_test_cell(nb):
     nb.cells = [c for c in nb.cells if grade_id_of(c) != "test_softmax"]
 
 
+def repeat_markers(nb):
+    """A locked test cell of 400 kB of repeated BEGIN lines: a regular expression spent minutes on it."""
+    (cell,) = [c for c in nb.cells if grade_id_of(c) == "test_softmax"]
+    cell.source = "### BEGIN HIDDEN TESTS\n" * 20_000
+
+
 def garble_metadata(nb):
     (cell,) = [c for c in nb.cells if grade_id_of(c) == "attention_scores"]
     cell.metadata["nbgrader"] = "garbage"
@@ -389,6 +395,48 @@ HUGE_VISIBLE_OUTPUT = (  # a (32 M, 1, 1) output where (2, 5, 7) is expected: ch
 )
 
 
+# Found by the third round of the attack:
+SLOW_TO_LOOK_AT = "if 0:\n    " + ("~" * 90 + "a,") * 1335 + "\n"  # ~2 syntax-tree nodes a byte, under the caps
+FRAME_WALK = (  # reaches the probe's tools through a traceback's frames, to switch the watch off
+    "import contextlib\n"
+    "def _find(name):\n"
+    "    try:\n"
+    "        raise ValueError\n"
+    "    except ValueError as e:\n"
+    "        f = e.__traceback__.tb_frame\n"
+    "    while f is not None and name not in f.f_locals:\n"
+    "        f = f.f_back\n"
+    "    return None if f is None else f.f_locals[name]\n"
+)
+SOFTMAX_VIA_ATTENTION = (  # attention computes a softmax: identity values, the rows as scores
+    "import torch.nn.functional as F\n\n"
+    "def softmax(x, dim=-1):\n"
+    "    moved = x.movedim(dim, -1)\n"
+    "    n = moved.shape[-1]\n"
+    "    rows = moved.reshape(-1, 1, n)\n"
+    "    zeros, eye = torch.zeros(rows.shape[0], 1, 1, dtype=x.dtype), torch.eye(n, dtype=x.dtype)\n"
+    "    out = F.scaled_dot_product_attention(zeros, torch.zeros(rows.shape[0], n, 1, dtype=x.dtype),\n"
+    "                                         eye.expand(rows.shape[0], n, n), attn_mask=rows)\n"
+    "    return out.reshape(moved.shape).movedim(-1, dim)\n"
+)
+SYSV_SHM = (  # System V shared memory: no process holds it, so no watchdog could count it
+    "import ctypes\n"
+    "_libc = ctypes.CDLL(None, use_errno=True)\n"
+    "_segment = _libc.shmget(0, 1 << 30, 0o1600)\n"
+)
+HONEST_EXTRAS = (  # what honest students write in cells of their own: none of it costs a point
+    "import importlib, sys, time\n"
+    "if __name__ == '__main__':\n"
+    "    print('matplotlib' in sys.modules)\n"
+    "for name in ['torch', 'numpy']:\n"
+    "    print(name, importlib.import_module(name).__version__)\n"
+    "start = time.perf_counter()\n"
+    "x = torch.randn(4, 5)\n"
+    "print(torch.allclose(softmax(x), torch.softmax(x, dim=-1)), time.perf_counter() - start)\n"
+    "print(sorted(n for n in globals() if not n.startswith('_'))[:5])\n"
+)
+
+
 def classmate_outputs() -> dict[bytes, list]:
     """honest_full's inputs to softmax in this run (visible and hidden, its seed from SEED and
     its id), each with the reference's output: what a copycat would need."""
@@ -479,6 +527,13 @@ def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbfor
         "library_from_c": notebook({"softmax": MAP_SOFTMAX}, added={"setup": LIBRARY_FROM_C}),
         "patched_via_sys_modules": notebook(added={"setup": PATCHED_VIA_SYS_MODULES}),
         "huge_visible_output": notebook({"attention_scores": HUGE_VISIBLE_OUTPUT}),
+        "repeated_markers": notebook(edit=repeat_markers),
+        "slow_to_look_at": notebook({"softmax": SLOW_TO_LOOK_AT + SOFTMAX, "attention_scores": SLOW_TO_LOOK_AT + SCORES,
+                                     "scaled_dot_product_attention": SLOW_TO_LOOK_AT + ATTENTION}),
+        "frame_walk": notebook(added={"setup": FRAME_WALK}),
+        "softmax_via_attention": notebook({"softmax": SOFTMAX_VIA_ATTENTION}),
+        "sysv_shm": notebook(added={"setup": SYSV_SHM}),
+        "honest_extras": notebook(added={"scaled_dot_product_attention": HONEST_EXTRAS}),
         # names: two that differ only in an accent, one a spreadsheet would run
         "José": notebook(),
         "Jose": notebook({"softmax": NAIVE_SOFTMAX}),
@@ -553,12 +608,19 @@ EXPECTED = {
     "patched_via_sys_modules": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
                                 "uses `sys.modules`"),
     "huge_visible_output": (losing("attention_scores"), "far more than any check needs"),
+    "repeated_markers": (FULL, "you changed the course's cell(s) `test_softmax`"),
+    "slow_to_look_at": (FULL, None),
+    "frame_walk": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "uses `__traceback__`"),
+    "softmax_via_attention": (losing("softmax"), "calls torch.nn.functional.scaled_dot_product_attention"),
+    "sysv_shm": (FULL, None),
+    "honest_extras": (FULL, None),
     "José": (FULL, None),
     "Jose": (losing("softmax"), "contains NaN"),
     FORMULA: (FULL, None),
 }
 
 UNREADABLE = {  # whole-submission errors: 0 points and the reason
+    "junk_objects": "objects and lists",  # 20 MB of {} would cost the grader 4 GB to read
     "malformed_json": "not valid JSON",
     "empty_file": "the file is empty",
     "wrong_assignment": "none of the cells of assignment 04-attention",
@@ -631,6 +693,9 @@ def batch(tmp_path_factory):
             (subs / "numpy_beside" / f"{shadow}.py").write_text("raise SystemExit('shadowed')\n")
         (subs / "malformed_json.ipynb").write_text('{"cells": [{"cell_type": "code", ', encoding="utf-8")
         (subs / "empty_file.ipynb").write_bytes(b"")
+        junk = json.loads(nbformat.writes(notebook()))
+        junk["metadata"]["junk"] = [{}] * 6_000_000
+        (subs / "junk_objects.ipynb").write_text(json.dumps(junk, separators=(",", ":")), encoding="utf-8")
         (subs / "wrong_assignment.ipynb").write_bytes(solution_path("03-qkv").read_bytes())
         big = notebook()
         big.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="x" * 50 * 1024**2)]

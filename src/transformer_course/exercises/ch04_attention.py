@@ -61,7 +61,9 @@ SOFTMAX = Exercise(
     assignment=ASSIGNMENT,
     points=2,
     visible_checks=softmax_visible,
-    forbidden=(SOFTMAX_CALLS,),
+    # attention computes a softmax too: F.scaled_dot_product_attention with an identity for the
+    # values and the rows as a mask is one (third round of the attack)
+    forbidden=(SOFTMAX_CALLS, SDPA_CALLS, MHA_CALLS),
 )
 
 

@@ -21,6 +21,7 @@ import textwrap
 import threading
 import types
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch.overrides import TorchFunctionMode
@@ -104,7 +105,12 @@ def static_violation(
 
 # Names that switch off or get around the run-time watch; an answer has no use for them.
 TAMPERING = frozenset({"setprofile", "settrace", "_getframe", "get_objects", "get_referrers",
-                       "__subclasses__", "ctypes", "pythonapi", "_python_dispatch", "_pop_torch_function_mode",
+                       "__subclasses__", "ctypes", "ctypeslib", "pythonapi",
+                       # walking the stack into the checking code's frames
+                       "__traceback__", "tb_frame", "f_back", "f_locals", "f_globals", "gi_frame", "cr_frame",
+                       "ag_frame", "currentframe", "getouterframes", "getinnerframes",
+                       # taking torch's function and operator modes off
+                       "_python_dispatch", "_pop_torch_function_mode",
                        "_pop_torch_dispatch_mode", "_set_torch_function_mode", "_set_torch_dispatch_mode",
                        "DisableTorchFunction", "DisableTorchFunctionSubclass", "_DisableTorchDispatch",
                        "_disable_current_modes"})
@@ -122,54 +128,98 @@ STARTS_ELSEWHERE = frozenset({"start_new_thread", "start_new", "_start_new_threa
 def _parse(source: str) -> ast.AST | None:
     try:
         return ast.parse(source)
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None  # it will fail to run, with its own message
 
 
-def _imported(node: ast.AST) -> tuple[list[str], list[str]]:
-    """(modules, names) an import statement brings in; ([], []) for any other node."""
-    if isinstance(node, ast.Import):
-        return [alias.name for alias in node.names], []
-    if isinstance(node, ast.ImportFrom):
-        return [node.module or ""], [alias.name for alias in node.names]
-    return [], []
+@dataclass
+class SourceFacts:
+    """What the look at a cell's source needs, gathered in one walk over its syntax tree (a walk
+    per question and exercise cost a crafted cell minutes of the grader's time)."""
+
+    attributes: set[str] = field(default_factory=set)  # x.<name>, and names imported from modules
+    modules: set[str] = field(default_factory=set)  # modules imported
+    strings: set[str] = field(default_factory=set)  # string constants that name the course
+    bound: set[str] = field(default_factory=set)  # names the cell binds at its top level
+    binds_dynamically: bool = False  # exec(...) or globals()[...] = ...: any name, maybe
+    tampering: str | None = None  # the first thing that could switch off the run-time watch
+
+
+def source_facts(tree: ast.AST) -> SourceFacts:
+    """:class:`SourceFacts` of ``tree``, in a single walk."""
+    facts = SourceFacts()
+    checking_names: set[str] = set()  # names the cell binds to the course's checking code
+    stores: list[ast.AST] = []  # attribute stores and setattr calls, judged once the walk is done
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+    stack: list[tuple[ast.AST, bool]] = [(tree, True)]  # (node, at the cell's top level)
+    while stack:
+        node, top = stack.pop()
+        inner = top and not isinstance(node, scopes)
+        stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            names = [] if isinstance(node, ast.Import) else [a.name for a in node.names]
+            facts.modules.update(m for m in modules if m)
+            facts.attributes.update(names)
+            for alias in node.names:
+                if top:
+                    facts.bound.add(alias.asname or alias.name.split(".")[0])
+            for name in [*(m.split(".")[0] for m in modules if m), *names]:
+                if name in TAMPERING:
+                    facts.tampering = facts.tampering or f"uses `{name}`"
+            if "__main__" in modules or "__main__" in names:
+                facts.tampering = facts.tampering or "imports `__main__` (the program that checks it)"
+            if any(_checking_code(m) for m in modules if m):
+                checking_names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Attribute):
+            facts.attributes.add(node.attr)
+            if node.attr in TAMPERING:
+                facts.tampering = facts.tampering or f"uses `{node.attr}`"
+            if isinstance(node.ctx, ast.Store):
+                stores.append(node)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "transformer_course" in node.value:
+            facts.strings.add(node.value)
+            if _checking_code(node.value):
+                facts.tampering = facts.tampering or f"names `{node.value[:60]}`"
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in ("exec", "eval"):
+                facts.binds_dynamically = True
+            elif node.func.id == "setattr":
+                stores.append(node)
+        elif isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store) and isinstance(
+                node.value, ast.Call) and isinstance(node.value.func, ast.Name) and node.value.func.id in (
+                    "globals", "vars"):
+            facts.binds_dynamically = True
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and top:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            facts.bound.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            if _fetches_a_module(node.value):
+                checking_names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and top:
+            facts.bound.add(node.name)
+        elif isinstance(node, (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith, ast.AugAssign, ast.NamedExpr)) and top:
+            facts.bound.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(
+                n.ctx, ast.Store))
+        elif isinstance(node, ast.Global):
+            facts.bound.update(node.names)
+    # Rewriting the course's own checking code (compare.call_student = ..., importlib.import_module
+    # (...).call_student = ...) rewrites what the checks see in the student's process.
+    for node in stores:
+        target = node.value if isinstance(node, ast.Attribute) else (node.args[0] if node.args else None)
+        rewrites = (isinstance(target, ast.Name) and target.id in checking_names) or _fetches_a_module(target)
+        if rewrites:
+            name = target.id if isinstance(target, ast.Name) else "a module"
+            facts.tampering = facts.tampering or f"rewrites `{name}` of the course's checks"
+    return facts
 
 
 def tampering_in_source(source: str, tree: ast.AST | None = None) -> str | None:
     """What in ``source`` could switch off or get around the run-time watch (``sys.setprofile``,
-    ``ctypes``, walking the garbage collector's objects...), said as "uses `ctypes`", or None.
-    A course notebook has no use for any of them. ``tree``: ``source`` already parsed."""
+    ``ctypes``, walking frames or the garbage collector's objects, rewriting the course's checking
+    code), said as "uses `ctypes`", or None. A course notebook has no use for any of them.
+    ``tree``: ``source`` already parsed."""
     tree = tree if tree is not None else _parse(source)
-    course_modules = set()  # names bound to the course's checking code, or to the running program
-    for node in ast.walk(tree) if tree is not None else ():
-        modules, names = _imported(node)
-        for name in [*(m.split(".")[0] for m in modules if m), *names]:
-            if name in TAMPERING:
-                return f"uses `{name}`"
-        if "__main__" in modules or "__main__" in names:
-            return "imports `__main__` (the program that checks it)"
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(_checking_code(m) for m in modules if m):
-            course_modules.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
-        if isinstance(node, ast.Attribute) and node.attr in TAMPERING:
-            return f"uses `{node.attr}`"
-        if isinstance(node, ast.Attribute) and node.attr == "modules" and isinstance(node.value, ast.Name) \
-                and node.value.id == "sys":
-            return "uses `sys.modules`"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
-                _checking_code(node.value) or node.value == "__main__"):
-            return f"names `{node.value[:60]}`"
-        if isinstance(node, ast.Call) and _names_import(node.func) and node.args and not isinstance(
-                node.args[0], ast.Constant):
-            return "imports a module by a name put together at run time"
-    for node in ast.walk(tree) if tree is not None else ():
-        # rewriting the course's own functions (compare.call_student = ...) rewrites the checks
-        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and isinstance(
-                node.value, ast.Name) and node.value.id in course_modules:
-            return f"replaces `{node.value.id}.{node.attr}` of the course's checks"
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr" and \
-                node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in course_modules:
-            return f"replaces a part of `{node.args[0].id}` of the course's checks (setattr)"
-    return None
+    return source_facts(tree).tampering if tree is not None else None
 
 
 def _checking_code(module: str) -> bool:
@@ -181,6 +231,16 @@ def _checking_code(module: str) -> bool:
     return parts[0] == "transformer_course" and len(parts) > 1 and parts[1] in ("exercises", "grading", "checks")
 
 
+def _fetches_a_module(node: ast.AST | None) -> bool:
+    """``importlib.import_module(...)``, ``__import__(...)``, ``sys.modules[...]`` or
+    ``sys.modules.get(...)``: a module reached by a name, maybe put together at run time."""
+    if isinstance(node, ast.Call):
+        func = node.func
+        return _names_import(func) or (isinstance(func, ast.Attribute) and func.attr == "get" and isinstance(
+            func.value, ast.Attribute) and func.value.attr == "modules")
+    return isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "modules"
+
+
 def _names_import(func: ast.AST) -> bool:
     """``__import__(...)``, ``importlib.import_module(...)`` or ``import_module(...)``."""
     if isinstance(func, ast.Name):
@@ -188,22 +248,23 @@ def _names_import(func: ast.AST) -> bool:
     return isinstance(func, ast.Attribute) and func.attr in ("__import__", "import_module")
 
 
+def violation_in_facts(exercise: Exercise, facts: SourceFacts) -> str | None:
+    """What forbidden thing a cell with ``facts`` names, for ``exercise``, or None."""
+    for rule in exercise.forbidden:
+        if facts.attributes & rule.attribute_names:
+            return f"calls {rule.label}"
+    if any(is_reference_module(m) for m in facts.modules):
+        return "imports the course's reference implementation"
+    if facts.strings:
+        return "names the course's reference implementation"
+    return f"{facts.tampering}, which interferes with the grader" if facts.tampering else None
+
+
 def source_violation(exercise: Exercise, source: str, tree: ast.AST | None = None) -> str | None:
     """What forbidden thing the source code of an answer names, or None (syntax-tree look).
     ``tree``: ``source`` already parsed."""
     tree = tree if tree is not None else _parse(source)
-    for node in ast.walk(tree) if tree is not None else ():
-        modules, names = _imported(node)
-        called = [node.attr] if isinstance(node, ast.Attribute) else names
-        for rule in exercise.forbidden:
-            if any(name in rule.attribute_names for name in called):
-                return f"calls {rule.label}"
-        if any(is_reference_module(m) for m in modules if m):
-            return "imports the course's reference implementation"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "transformer_course" in node.value:
-            return "names the course's reference implementation"
-    tampering = tampering_in_source(source, tree)
-    return f"{tampering}, which interferes with the grader" if tampering else None
+    return violation_in_facts(exercise, source_facts(tree)) if tree is not None else None
 
 
 class Tripwire:

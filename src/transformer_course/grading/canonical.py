@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,9 @@ MAX_NOTEBOOK_BYTES = 20 * 1024**2  # a chapter's notebook is ~50 kB; with output
 # per byte of source; so what may run is capped well below what a notebook may weigh. An answer is
 # a few kB; a student's own experiments rarely pass a few dozen cells.
 MAX_CELLS = 2_000  # in the notebook (a chapter's has about 40)
+# JSON objects and lists (a chapter's notebook has a few hundred; with outputs, thousands): 20 MB of
+# "{}" would otherwise cost the grader 4 GB to read.
+MAX_CONTAINERS = 200_000
 MAX_CELL_BYTES = 128 * 1024  # of one code cell's source that runs
 MAX_ADDED_CELLS = 200  # code cells of the student's own that run
 MAX_ADDED_BYTES = 512 * 1024  # of all those cells together
@@ -70,6 +72,10 @@ def read_notebook(path: Path, max_bytes: int = MAX_NOTEBOOK_BYTES) -> ReadNotebo
         return _unreadable("the file is not text (UTF-8): is it really a notebook?")
     if not text.strip():
         return _unreadable("the file is empty")
+    containers = raw.count(b"{") + raw.count(b"[")  # each becomes a Python object, of ~100 bytes or more
+    if containers > MAX_CONTAINERS:
+        return _unreadable(f"the notebook's JSON holds {containers} objects and lists, far more than a notebook "
+                           "has: clear its outputs (Edit → Clear Outputs of All Cells), save, and submit again")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -237,13 +243,20 @@ def _cap_added_cells(added_after: dict[str | None, list[str]]) -> int:
     return left_out
 
 
-_HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS\n.*?### END HIDDEN TESTS\n?", re.S)
-
-
 def _without_hidden_tests(source: str) -> str:
     """A test cell as the released notebook has it (a submission made from the instructor's
-    source notebook still holds the hidden block; that is not a change by the student)."""
-    return _HIDDEN.sub("", source)
+    source notebook still holds the hidden block; that is not a change by the student). In one
+    pass: a regular expression took quadratic time on a cell of repeated BEGIN lines."""
+    begin, end = "### BEGIN HIDDEN TESTS\n", "### END HIDDEN TESTS"
+    kept, position = [], 0
+    while (start := source.find(begin, position)) != -1:
+        stop = source.find(end, start + len(begin))
+        if stop == -1:
+            break
+        kept.append(source[position:start])
+        position = stop + len(end) + (1 if source.startswith("\n", stop + len(end)) else 0)
+    kept.append(source[position:])
+    return "".join(kept)
 
 
 def _answer_source(grade_id: str, pristine_cell, found: list, canonical: Canonical) -> str:

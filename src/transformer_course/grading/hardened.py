@@ -20,7 +20,6 @@ it. A crash, a timeout or a limit costs the exercise it happened in, with a mess
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import hmac
 import json
@@ -46,7 +45,7 @@ import torch
 from .. import exercises
 from ..exercises import Case, Exercise, ExerciseFailure
 from ..exercises.compare import call_student, normalise_outputs, run_case
-from ..exercises.forbidden import forbidden_message, source_violation, tampering_in_source
+from ..exercises.forbidden import forbidden_message, source_facts, violation_in_facts
 from ..exercises.running import with_globals
 from . import hidden_tests
 from .canonical import Canonical, canonicalise, read_notebook
@@ -527,45 +526,20 @@ def _look_at_sources(canonical: Canonical, exercises_: list[Exercise]) -> tuple[
             tree = ast.parse(cell.source)
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue  # it fails to run, with its own message
-        found = None if tampering else tampering_in_source(cell.source, tree)
-        if found:
+        facts = source_facts(tree)  # one walk: what follows only looks at the facts
+        del tree
+        if facts.tampering and not tampering:
             where = f"the cell `{cell.grade_id}`" if cell.kind == "answer" else "a code cell you added"
-            tampering = (f"{where} {found}, which can switch off the checks' watch for library calls, so no "
-                         "exercise of this notebook earns points while it is there. Remove it.")
+            tampering = (f"{where} {facts.tampering}, which can switch off the checks' watch for library calls, "
+                         "so no exercise of this notebook earns points while it is there. Remove it.")
         for exercise in exercises_:
             if exercise.function not in violations and (
-                    cell.grade_id == exercise.function or _binds(tree, exercise.function)):
-                violation = source_violation(exercise, cell.source, tree)
+                    cell.grade_id == exercise.function or exercise.function in facts.bound
+                    or facts.binds_dynamically):
+                violation = violation_in_facts(exercise, facts)
                 if violation:
                     violations[exercise.function] = violation
-        del tree
     return tampering, violations
-
-
-def _binds(tree: ast.AST, name: str) -> bool:
-    """Whether the module-level code of ``tree`` binds ``name`` (def, class, assignment, import,
-    loop or with target), or rebinds globals in a way that cannot be told statically."""
-    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
-
-    def visit(node: ast.AST) -> bool:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
-            return True
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store) and node.id == name:
-            return True
-        if isinstance(node, ast.alias) and (node.asname or node.name.split(".")[0]) == name:
-            return True
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in (
-                "globals", "exec", "setattr", "vars"):
-            return True
-        if isinstance(node, ast.Global):
-            return name in node.names
-        return any(visit(child) for child in ast.iter_child_nodes(node)
-                   if not isinstance(node, scopes) or child in getattr(node, "decorator_list", []))
-
-    try:
-        return visit(tree)
-    except RecursionError:  # nested beyond any honest code: look at it, as if it bound the name
-        return True
 
 
 # --------------------------------------------------------------------------- what came back
@@ -797,16 +771,23 @@ def _decode(item: Any, blob: memoryview, budget: dict[str, int], depth: int) -> 
         if not all(isinstance(k, (str, int, float, bool, tuple)) or k is None for k, _ in pairs):
             raise TypeError("dict key")
         return dict(pairs)
-    if kind == "unsupported":  # something the probe could not write as numbers: equal to nothing,
-        return _unsupported(str(value)[:60])()  # and messages name its type
+    if kind == "unsupported":
+        return Unsupported(str(value)[:60])
     raise ValueError(kind)
 
 
-@functools.cache
-def _unsupported(name: str) -> type:
-    """A class named ``name`` (one per name: a class per value made 100,000 values cost 280 MB)."""
-    name = name if name.isidentifier() else "object"
-    return type(name, (), {"__repr__": lambda self: f"<a {name}>"})
+class Unsupported:
+    """Something the probe could not write as numbers (an object of the student's own class): equal
+    to nothing but itself, and its repr names what it was. (The name is data: a class per name
+    let a student's 99,000 names cost the grader a gigabyte.)"""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<a {self.name}>"
 
 
 def _tensor(spec: Any, blob: memoryview, budget: dict[str, int]) -> torch.Tensor:

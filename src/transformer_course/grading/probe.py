@@ -34,6 +34,7 @@ import sys
 import time
 import traceback
 import types
+from typing import Any, NamedTuple
 
 MAGIC = b"TCR1"  # a result file: MAGIC, the header's length (8 bytes), the header (JSON), the arrays
 MAX_OUTPUT_BYTES = 12 * 1024**2  # of arrays in one result (the grader reads at most 16 MB of file)
@@ -151,7 +152,22 @@ def _run_cells(cells: list[dict], namespace: dict, skip: set[int], pipe: int) ->
     return errors
 
 
-def _checking_tools() -> types.SimpleNamespace:
+class Tools(NamedTuple):
+    """The probe's checking functions (a tuple: a student's code that finds it cannot rebind them)."""
+
+    get: Any
+    ExerciseFailure: Any
+    call_student: Any
+    expect_right_kind: Any
+    forbidden_message: Any
+    static_violation: Any
+    watcher: Any
+    with_globals: Any
+    encode: Any
+    write_result: Any
+
+
+def _checking_tools() -> Tools:
     """The functions the probe checks with, taken before any of the student's code runs: code that
     later rebinds them in their modules (compare.call_student = ...) does not change these. (Code
     that rewrites what they use in turn still could: see the threat model; numbers are compared
@@ -162,15 +178,14 @@ def _checking_tools() -> types.SimpleNamespace:
     from transformer_course.exercises.forbidden import forbidden_message, static_violation
     from transformer_course.exercises.running import watcher, with_globals
 
-    return types.SimpleNamespace(
+    return Tools(
         get=exercises.get, ExerciseFailure=ExerciseFailure, call_student=call_student,
         expect_right_kind=expect_right_kind, forbidden_message=forbidden_message,
         static_violation=static_violation, watcher=watcher, with_globals=with_globals,
         encode=encode, write_result=write_result)
 
 
-def _probe(function: str, cases: list, namespace: dict, dependencies: dict,
-           tools: types.SimpleNamespace) -> tuple[dict, bytearray]:
+def _probe(function: str, cases: list, namespace: dict, dependencies: dict, tools: Tools) -> tuple[dict, bytearray]:
     """Call the student's function on every case; the record of what came back, and its arrays."""
     ExerciseFailure, encode = tools.ExerciseFailure, tools.encode  # noqa: N806 - local names of the tools
     call_student, watcher, with_globals = tools.call_student, tools.watcher, tools.with_globals
