@@ -419,9 +419,9 @@ SOFTMAX_VIA_ATTENTION = (  # attention computes a softmax: identity values, the 
     "                                         eye.expand(rows.shape[0], n, n), attn_mask=rows)\n"
     "    return out.reshape(moved.shape).movedim(-1, dim)\n"
 )
-SYSV_SHM = (  # System V shared memory: no process holds it, so no watchdog could count it
-    "import ctypes\n"
-    "_libc = ctypes.CDLL(None, use_errno=True)\n"
+SYSV_SHM = (  # System V shared memory: no process holds it, so no watchdog could count it (ctypes is
+    "_ctypes = __import__('ct' + 'ypes')\n"  # reached past the look at the source: the seccomp filter stops it)
+    "_libc = _ctypes.CDLL(None, use_errno=True)\n"
     "_segment = _libc.shmget(0, 1 << 30, 0o1600)\n"
 )
 HONEST_EXTRAS = (  # what honest students write in cells of their own: none of it costs a point
@@ -556,12 +556,10 @@ EXPECTED = {
     "deleted_test_cell": (FULL, None),
     "sys_exit_in_cell": (FULL, None),
     # rewriting the course's own check: no exercise of the notebook earns points
-    "patches_checks": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
-                       "replaces `checks.check`"),
+    "patches_checks": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "rewrites `checks`"),
     "always_equal": (losing("softmax", "attention_scores"), "a subclass of torch.Tensor"),
     "displayhook": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "is not implemented yet"),
-    # an import by a name put together at run time: no exercise of the notebook earns points
-    "imports_reference": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "put together"),
+    "imports_reference": (losing("softmax", "attention_scores"), "earns no points"),
     "reads_other_files": (losing("softmax"), "nothing to copy"),
     "writes_outside": (FULL, None),
     "network": (losing("softmax"), "3 of 3 entries differ"),  # what it returns without a connection
@@ -592,25 +590,23 @@ EXPECTED = {
     "three_hogs": (FULL, None),
     "fills_tmp": (FULL, None),
     "copies_classmate": (losing("softmax"), "entries differ"),
-    # it rewrites the probe's writer (importing __main__ by a name put together, which the look at the
-    # source refuses; tests/test_results_reading.py reads such bombs)
-    "aliased_bomb": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
-                     "imports a module by a name put together"),
+    # it rewrites the probe's writer, which the look at the source refuses (tests/test_results_reading.py
+    # reads such bombs)
+    "aliased_bomb": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "rewrites `_probe`"),
     "huge_cell": (FULL, "were left out"),
     "fills_its_folder": (FULL, None),
     "spinners": (FULL, None),
     "surrogate": (losing("softmax"), "\\ud800"),
     "escapes": (losing("attention_scores"), "\\x1b[1F"),
-    "patched_compare": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
-                        "replaces `_compare.call_student`"),
+    "patched_compare": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "rewrites `_compare`"),
     "private_file": (losing("softmax"), "Permission denied"),
     "library_from_c": (losing("softmax"), "calls torch.softmax"),
     "patched_via_sys_modules": (losing("softmax", "attention_scores", "scaled_dot_product_attention"),
-                                "uses `sys.modules`"),
+                                "names `transformer_course.exercises.compare`"),
     "huge_visible_output": (losing("attention_scores"), "far more than any check needs"),
     "repeated_markers": (FULL, "you changed the course's cell(s) `test_softmax`"),
     "slow_to_look_at": (FULL, None),
-    "frame_walk": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "uses `__traceback__`"),
+    "frame_walk": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "which can switch off"),
     "softmax_via_attention": (losing("softmax"), "calls torch.nn.functional.scaled_dot_product_attention"),
     "sysv_shm": (FULL, None),
     "honest_extras": (FULL, None),

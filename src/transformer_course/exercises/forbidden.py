@@ -169,8 +169,11 @@ def source_facts(tree: ast.AST) -> SourceFacts:
                     facts.tampering = facts.tampering or f"uses `{name}`"
             if "__main__" in modules or "__main__" in names:
                 facts.tampering = facts.tampering or "imports `__main__` (the program that checks it)"
-            if any(_checking_code(m) for m in modules if m):
-                checking_names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+            if isinstance(node, ast.Import):
+                checking_names.update(alias.asname or alias.name.split(".")[0] for alias in node.names
+                                      if _checking_code(alias.name))
+            elif _checking_code(node.module or ""):
+                checking_names.update(alias.asname or alias.name for alias in node.names)
         elif isinstance(node, ast.Attribute):
             facts.attributes.add(node.attr)
             if node.attr in TAMPERING:
