@@ -232,6 +232,17 @@ FORBIDDEN_SOFTMAX = {
     "the operator itself": (
         "import torch\ndef softmax(x, dim=-1):\n    return torch.ops.aten._softmax(x, dim, False)\n"
     ),
+    # torch's other copies, in Python (found by the fourth round of the attack)
+    "torch._refs": (
+        "import torch._refs\ndef softmax(x, dim=-1):\n    return getattr(torch._refs, 'soft' + 'max')(x, dim)\n"
+    ),
+    "torch._decomp": (
+        "import torch._decomp.decompositions as d\ndef softmax(x, dim=-1):\n"
+        "    return getattr(d, '_soft' + 'max')(x, dim, False)\n"
+    ),
+    "torch.masked": (
+        "import torch\ndef softmax(x, dim=-1):\n    return getattr(torch.masked, 'soft' + 'max')(x, dim)\n"
+    ),
 }
 
 

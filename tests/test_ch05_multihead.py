@@ -307,6 +307,13 @@ def test_chapter_4s_attention_is_allowed_because_it_is_listed(tmp_path):
     grade("MultiHeadAttention", vars(mha_module(tmp_path, GOOD_FORWARD)))
 
 
+def test_the_setup_cells_import_repeated_in_the_answer_keeps_its_points(tmp_path):
+    """An honest habit: the answer cell starts with the setup cell's own import (a false
+    positive the fourth round of the attack found: it cost the exercise)."""
+    init = "from transformer_course.attention import scaled_dot_product_attention\n\n\n" + MHA_INIT
+    grade("MultiHeadAttention", vars(mha_module(tmp_path, GOOD_FORWARD, init)))
+
+
 # ---------------------------------------------------------------- the numbers behind the checks
 
 

@@ -424,6 +424,12 @@ SYSV_SHM = (  # System V shared memory: no process holds it, so no watchdog coul
     "_libc = _ctypes.CDLL(None, use_errno=True)\n"
     "_segment = _libc.shmget(0, 1 << 30, 0o1600)\n"
 )
+REFS_SOFTMAX = (  # torch keeps other copies of softmax (torch._refs, torch._decomp), reached by a
+    "import torch._refs\n\n"  # name put together at run time
+    "def softmax(x, dim=-1):\n"
+    "    return getattr(torch._refs, 'soft' + 'max')(x, dim)\n"
+)
+HUGE_MESSAGE = "def softmax(x, dim=-1):\n    raise ValueError(\"'\" * 3_900_000)\n"  # 5x as HTML
 HONEST_EXTRAS = (  # what honest students write in cells of their own: none of it costs a point
     "import importlib, sys, time\n"
     "if __name__ == '__main__':\n"
@@ -532,6 +538,8 @@ def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbfor
                                      "scaled_dot_product_attention": SLOW_TO_LOOK_AT + ATTENTION}),
         "frame_walk": notebook(added={"setup": FRAME_WALK}),
         "softmax_via_attention": notebook({"softmax": SOFTMAX_VIA_ATTENTION}),
+        "refs_softmax": notebook({"softmax": REFS_SOFTMAX}),
+        "huge_message": notebook({"softmax": HUGE_MESSAGE}),
         "sysv_shm": notebook(added={"setup": SYSV_SHM}),
         "honest_extras": notebook(added={"scaled_dot_product_attention": HONEST_EXTRAS}),
         # names: two that differ only in an accent, one a spreadsheet would run
@@ -608,6 +616,8 @@ EXPECTED = {
     "slow_to_look_at": (FULL, None),
     "frame_walk": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "which can switch off"),
     "softmax_via_attention": (losing("softmax"), "calls torch.nn.functional.scaled_dot_product_attention"),
+    "refs_softmax": (losing("softmax"), "calls torch.softmax"),
+    "huge_message": (losing("softmax"), "more characters left out"),
     "sysv_shm": (FULL, None),
     "honest_extras": (FULL, None),
     "José": (FULL, None),
@@ -853,3 +863,100 @@ def test_nothing_outside_is_read_into_a_report(batch):
 
 def test_the_summary_prints_no_terminal_escapes(batch):
     assert "\x1b" not in batch["stdout"]
+
+
+def test_reports_stay_small(batch):
+    """A message quoting a megabyte-long value (which HTML escaping makes five times longer) is
+    shortened: no feedback page or results file grows with what a student returns or raises."""
+    for page in (batch["out"] / "feedback").glob("*.html"):
+        assert page.stat().st_size < 200_000, (page.name, page.stat().st_size)
+    assert (batch["out"] / "results.json").stat().st_size < 2_000_000
+
+
+# --------------------------------------------------------------------------- other chapters
+# Attacks on what differs by chapter: a grader-side diagnosis (chapter 2's sinusoid), plain
+# values quoted in messages (chapter 1's token ids), and the setup cell's own import repeated in
+# an answer (honest: it keeps its points). One class per chapter, graded as the batch above.
+
+SINUSOID_BOMB = (  # a (60000, 1, 1) table on the hidden case whose reference is (100, 128): the
+    # grader's diagnosis would broadcast it to (60000, 100, 128), 12 GB
+    "def sinusoidal_encoding(seq_len, d_model, *, device=None, dtype=torch.float32):\n"
+    "    if (seq_len, d_model) == (100, 128) and dtype == torch.float64:\n"
+    "        return torch.zeros(60_000, 1, 1, dtype=dtype)\n"
+    "    return _honest(seq_len, d_model, device=device, dtype=dtype)\n"
+)
+HUGE_IDS = (  # a 3.9 MB string among the ids on the first call
+    "_calls = [0]\n\n"
+    "def tokens_to_ids(tokens, vocab):\n"
+    "    _calls[0] += 1\n"
+    "    return [\"'\" * 3_900_000] if _calls[0] == 1 else []\n"
+)
+REIMPORT = "from transformer_course.attention import scaled_dot_product_attention\n\n"
+
+
+def chapter_notebook(assignment: str, replace: dict[str, str]) -> nbformat.NotebookNode:
+    nb = nbformat.read(solution_path(assignment), as_version=4)
+    for cell in nb.cells:
+        if grade_id_of(cell) in replace:
+            cell.source = replace[grade_id_of(cell)]
+    return nb
+
+
+def other_chapters_classes() -> dict[str, dict[str, tuple[nbformat.NotebookNode, dict[str, float]]]]:
+    """assignment -> student -> (notebook, points each exercise's code honestly earns)."""
+    positions = answer_sources("02-positions")
+    honest_sinusoid = positions["sinusoidal_encoding"].replace("def sinusoidal_encoding(", "def _honest(")
+    full_02 = {"sinusoidal_encoding": 3.0, "add_positions": 2.0, "permutation_experiment": 3.0,
+               "position_similarity": 2.0, "LearnedPositionalEmbedding": 2.0}
+    full_01 = {"build_vocab": 2.0, "tokens_to_ids": 1.0, "merge_pair": 2.0, "learn_bpe": 3.0,
+               "embed_tokens": 2.0, "cosine_similarity_matrix": 2.0, "nearest_neighbours": 2.0}
+    return {
+        "02-positions": {
+            "sinusoid_bomb": (chapter_notebook("02-positions", {
+                "sinusoidal_encoding": honest_sinusoid + "\n\n" + SINUSOID_BOMB}),
+                {**full_02, "sinusoidal_encoding": 0.0}),
+            "reimports_setup": (chapter_notebook("02-positions", {
+                "permutation_experiment": REIMPORT + positions["permutation_experiment"]}), full_02),
+        },
+        "01-tokens": {
+            "huge_ids": (chapter_notebook("01-tokens", {"tokens_to_ids": HUGE_IDS}),
+                         {**full_01, "tokens_to_ids": 0.0}),
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def other_chapters(tmp_path_factory):
+    graded = {}
+    for assignment, students in other_chapters_classes().items():
+        subs, out = tmp_path_factory.mktemp("class"), tmp_path_factory.mktemp("grades")
+        for student, (nb, _) in students.items():
+            (subs / student).mkdir()
+            nbformat.write(nb, subs / student / solution_path(assignment).name)
+        run = subprocess.run(
+            [sys.executable, "-c", MEASURED, "grade", assignment, str(subs), "--out", str(out),
+             "--timeout", str(TIMEOUT), "--seed", str(SEED), "--quiet"],
+            capture_output=True, text=True, cwd=ROOT, timeout=600,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        graded[assignment] = {
+            "rows": {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())},
+            "peak_bytes": int(re.search(r"PEAK_RSS_KB (\d+)", run.stderr)[1]) * 1024,
+            "out": out,
+        }
+    return graded
+
+
+@pytest.mark.parametrize("assignment, student", [(a, s) for a, c in other_chapters_classes().items() for s in c])
+def test_other_chapters_no_submission_gains_or_loses_a_point(other_chapters, assignment, student):
+    _, expected = other_chapters_classes()[assignment][student]
+    row = other_chapters[assignment]["rows"][student]
+    assert {k: float(row[f"test_{k}"]) for k in expected} == expected, row
+
+
+@pytest.mark.parametrize("assignment", sorted(other_chapters_classes()))
+def test_other_chapters_memory_and_reports_stay_small(other_chapters, assignment):
+    graded = other_chapters[assignment]
+    assert graded["peak_bytes"] < 1024**3, graded["peak_bytes"] / 1024**2
+    for page in (graded["out"] / "feedback").glob("*.html"):
+        assert page.stat().st_size < 200_000, (page.name, page.stat().st_size)

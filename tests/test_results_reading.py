@@ -97,6 +97,19 @@ def test_a_file_beyond_the_cap_is_not_read(tmp_path):
     assert "far too large" in read_result(tmp_path / "result")
 
 
+def test_the_sandbox_cannot_write_a_result_much_larger_than_the_grader_reads(tmp_path):
+    """Each exercise's result file is written from inside the sandbox onto the grader's disk:
+    the sandbox's file-size limit keeps it just above what the grader would read (16 MiB), so a
+    submission's results take some 17 MiB per exercise, not 64."""
+    from transformer_course.grading.hardened import MAX_RESULT_BYTES
+    from transformer_course.grading.sandbox import Limits
+
+    assert MAX_RESULT_BYTES < Limits().file_bytes <= MAX_RESULT_BYTES + 2 * 1024**2
+    with (tmp_path / "result").open("wb") as f:
+        f.truncate(MAX_RESULT_BYTES + 1)
+    assert "far too large" in read_result(tmp_path / "result")
+
+
 def test_links_and_pipes_are_never_followed_or_opened(tmp_path):
     (tmp_path / "secret").write_text('{"calls": []}')
     (tmp_path / "link").symlink_to(tmp_path / "secret")

@@ -134,13 +134,17 @@ class Forbidden:
     Recognised statically (an attribute of that name in the function's source) and at run
     time (a C function of one of ``builtin_names`` called, or a Python function whose file
     ends with ``python_function[0]`` and whose name is ``python_function[1]`` entered; the
-    name ``"*"`` stands for every function of that file).
+    name ``"*"`` stands for every function of that file; or any function of torch itself, or
+    any torch function or operator, whose name contains one of ``torch_name_parts``).
     """
 
     label: str  # what the message calls it, e.g. "torch.softmax / Tensor.softmax"
     builtin_names: frozenset[str] = frozenset()
     python_functions: frozenset[tuple[str, str]] = frozenset()
     source_names: frozenset[str] = frozenset()  # more names to look for in the source only
+    # torch holds more than one copy of some functions (torch._refs.softmax, torch._decomp's
+    # _softmax, torch.masked.softmax...): every function of torch whose name contains one of these.
+    torch_name_parts: frozenset[str] = frozenset()
 
     @property
     def attribute_names(self) -> frozenset[str]:

@@ -36,15 +36,18 @@ EMBEDDING_CALLS = Forbidden(
         {("torch/nn/functional.py", "embedding"), ("torch/nn/modules/sparse.py", "*")}
     ),
     source_names=frozenset({"Embedding"}),
+    torch_name_parts=frozenset({"embedding"}),  # torch._decomp's copy, torch.nn.functional's...
 )
 COSINE_CALLS = Forbidden(
     label="torch.nn.functional.cosine_similarity / F.normalize / nn.CosineSimilarity "
     "(a library cosine similarity)",
     builtin_names=frozenset({"cosine_similarity"}),
     python_functions=frozenset(
-        {("torch/nn/functional.py", "normalize"), ("torch/nn/modules/distance.py", "*")}
+        {("torch/nn/functional.py", "normalize"), ("torch/masked/_ops.py", "normalize"),
+         ("torch/nn/modules/distance.py", "*")}
     ),
     source_names=frozenset({"CosineSimilarity"}),
+    torch_name_parts=frozenset({"cosine_similarity"}),
 )
 
 

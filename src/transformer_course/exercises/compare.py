@@ -11,6 +11,7 @@ import contextlib
 import linecache
 import math
 import os
+import reprlib
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
@@ -305,9 +306,16 @@ def mismatch(
     )
 
 
+_SHORT_REPR = reprlib.Repr()  # (keyword arguments need Python 3.12)
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 60, 60
+_SHORT_REPR.maxdict = _SHORT_REPR.maxset = 6
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = 8
+
+
 def _preview(value: Any, width: int = 70) -> str:
-    """``repr(value)``, shortened to about ``width`` characters."""
-    text = repr(value)
+    """``repr(value)``, shortened to about ``width`` characters (``reprlib`` never writes out the
+    whole of a long string or list: a student's value may be megabytes)."""
+    text = _SHORT_REPR.repr(value)
     if len(text) <= width:
         return text
     return text[: width - 5] + " ..." + (text[-1] if text[-1] in ")]}" else "")
@@ -335,10 +343,10 @@ def _plain_difference(actual: Any, expected: Any, path: str) -> str | None:
         n = min(len(actual), len(expected))
         if len(actual) > n:
             return (f"{path} has {len(actual)} items, expected {len(expected)}: "
-                    f"{path}[{n}] = {actual[n]!r} should not be there")
+                    f"{path}[{n}] = {_preview(actual[n])} should not be there")
         if len(expected) > n:
             return (f"{path} has {len(actual)} items, expected {len(expected)}: "
-                    f"{path}[{n}] (expected {expected[n]!r}) is missing")
+                    f"{path}[{n}] (expected {_preview(expected[n])}) is missing")
         return None
     if isinstance(expected, dict):
         if not isinstance(actual, dict):
@@ -346,12 +354,13 @@ def _plain_difference(actual: Any, expected: Any, path: str) -> str | None:
         missing = [k for k in expected if k not in actual]
         if missing:
             key = missing[0]
-            return (f"{path} has no entry {key!r} (expected {path}[{key!r}] = {expected[key]!r}); "
+            return (f"{path} has no entry {_preview(key)} "
+                    f"(expected {path}[{_preview(key)}] = {_preview(expected[key])}); "
                     f"{len(missing)} of {len(expected)} entries are missing")
         extra = [k for k in actual if k not in expected]
         if extra:
             key = extra[0]
-            return (f"{path} has an entry {key!r} (= {actual[key]!r}) that should not be there; "
+            return (f"{path} has an entry {_preview(key)} (= {_preview(actual[key])}) that should not be there; "
                     f"{len(extra)} such entr{'y' if len(extra) == 1 else 'ies'}")
         for key, e in expected.items():
             problem = _plain_difference(actual[key], e, f"{path}[{key!r}]")
@@ -362,7 +371,7 @@ def _plain_difference(actual: Any, expected: Any, path: str) -> str | None:
         equal = bool(actual == expected)
     except Exception:  # noqa: BLE001 - e.g. a tensor of several numbers: not equal to a scalar
         equal = False
-    return None if equal else f"{path} is {actual!r}, expected {expected!r}"
+    return None if equal else f"{path} is {_preview(actual)}, expected {_preview(expected)}"
 
 
 def plain_mismatch(actual: Any, expected: Any, *, name: str, what: str) -> str | None:

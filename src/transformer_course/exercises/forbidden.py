@@ -24,12 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .base import Exercise, ExerciseFailure, Forbidden
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 # Parts of the package that are tooling, not answers: using them is allowed.
 _TOOLING = ("exercises", "grading", "checks", "device", "plotting", "cli", "__main__")
 
@@ -140,6 +142,9 @@ class SourceFacts:
     attributes: set[str] = field(default_factory=set)  # x.<name>, and names imported from modules
     modules: set[str] = field(default_factory=set)  # modules imported
     strings: set[str] = field(default_factory=set)  # string constants that name the course
+    # names imported from the reference (``from transformer_course.attention import
+    # scaled_dot_product_attention``): allowed where the exercise builds on them (its ``uses``)
+    reference_names: set[str] = field(default_factory=set)
     bound: set[str] = field(default_factory=set)  # names the cell binds at its top level
     binds_dynamically: bool = False  # exec(...) or globals()[...] = ...: any name, maybe
     tampering: str | None = None  # the first thing that could switch off the run-time watch
@@ -159,8 +164,12 @@ def source_facts(tree: ast.AST) -> SourceFacts:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
             names = [] if isinstance(node, ast.Import) else [a.name for a in node.names]
-            facts.modules.update(m for m in modules if m)
-            facts.attributes.update(names)
+            if isinstance(node, ast.ImportFrom) and not node.level and is_reference_module(node.module or ""):
+                # the setup cell's own line, repeated in an answer, brings a building block
+                facts.reference_names.update(names)
+            else:
+                facts.modules.update(m for m in modules if m)
+                facts.attributes.update(names)
             for alias in node.names:
                 if top:
                     facts.bound.add(alias.asname or alias.name.split(".")[0])
@@ -251,12 +260,24 @@ def _names_import(func: ast.AST) -> bool:
     return isinstance(func, ast.Attribute) and func.attr in ("__import__", "import_module")
 
 
+def building_blocks(exercise: Exercise) -> set[str]:
+    """What an answer of ``exercise`` may import from the reference: what it builds on (its
+    ``uses``) and the earlier chapters' pieces its notebook's setup cell gives ready-made (an
+    import repeated at the top of any answer cell is harmless), never an exercise of its own
+    notebook that it does not build on."""
+    from . import for_assignment  # the registry imports this module
+
+    siblings = for_assignment(exercise.assignment)
+    own = {e.function for e in siblings}
+    return set(exercise.uses) | {name for e in siblings for name in e.uses if name not in own}
+
+
 def violation_in_facts(exercise: Exercise, facts: SourceFacts) -> str | None:
     """What forbidden thing a cell with ``facts`` names, for ``exercise``, or None."""
     for rule in exercise.forbidden:
         if facts.attributes & rule.attribute_names:
             return f"calls {rule.label}"
-    if any(is_reference_module(m) for m in facts.modules):
+    if any(is_reference_module(m) for m in facts.modules) or facts.reference_names - building_blocks(exercise):
         return "imports the course's reference implementation"
     if facts.strings:
         return "names the course's reference implementation"
@@ -307,10 +328,13 @@ class Tripwire:
                     "the course's reference implementation"
                 )
             else:
+                in_torch = code.co_filename.startswith(_TORCH_DIR)
                 for rule in self.rules:
                     for suffix, name in rule.python_functions:
                         if name in ("*", code.co_name) and code.co_filename.endswith(suffix):
                             self.violation = f"calls {rule.label}"
+                    if in_torch and any(part in code.co_name for part in rule.torch_name_parts):
+                        self.violation = f"calls {rule.label}"
         elif event == "c_call":
             name = getattr(arg, "__name__", "")
             for rule in self.rules:
@@ -327,7 +351,8 @@ class Tripwire:
         if self._closing or self.violation is not None:
             return
         for rule in self.rules:
-            if name in rule.builtin_names or any(name == f for _, f in rule.python_functions):
+            if (name in rule.builtin_names or any(name == f for _, f in rule.python_functions)
+                    or any(part in name for part in rule.torch_name_parts)):
                 if not self._inside_allowed_code():
                     self.violation = f"calls {rule.label}"
                 return

@@ -15,6 +15,7 @@ SOFTMAX_CALLS = Forbidden(
     python_functions=frozenset(
         {("torch/nn/functional.py", "softmax"), ("torch/nn/functional.py", "log_softmax")}
     ),
+    torch_name_parts=frozenset({"softmax", "softmin"}),
 )
 SDPA_CALLS = Forbidden(
     label="torch.nn.functional.scaled_dot_product_attention",
@@ -28,6 +29,7 @@ SDPA_CALLS = Forbidden(
             "_fused_sdp_choice",
         }
     ),
+    torch_name_parts=frozenset({"scaled_dot_product"}),
 )
 MHA_CALLS = Forbidden(
     label="torch.nn.MultiheadAttention",
@@ -36,6 +38,7 @@ MHA_CALLS = Forbidden(
         {("torch/nn/functional.py", "multi_head_attention_forward"),
          ("torch/nn/modules/activation.py", "MultiheadAttention")}
     ),
+    torch_name_parts=frozenset({"multi_head_attention"}),
 )
 TRANSFORMER_CALLS = Forbidden(
     label="torch.nn.Transformer / TransformerEncoderLayer / TransformerDecoderLayer (and their stacks)",

@@ -13,10 +13,17 @@ PASSED, FAILED, ERROR = "passed", "failed", "error"
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-def printable(text: str) -> str:
+MAX_MESSAGE_CHARS = 8000  # one message in a report (a traceback included); the checks write under 2000
+
+
+def printable(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     """``text`` safe to print and to write as UTF-8: control characters (but newlines and tabs)
-    and lone surrogates are written as escapes (``\\x1b``, ``\\ud800``). Everything that came from a
-    student (a message, a cell's error, a file name) goes through this before it reaches a report."""
+    and lone surrogates are written as escapes (``\\x1b``, ``\\ud800``), and shortened to ``limit``
+    characters (a message quoting a student's megabyte-long value would make every report as
+    long). Everything that came from a student (a message, a cell's error, a file name) goes
+    through this before it reaches a report."""
+    if len(text) > limit:
+        text = text[:limit] + f" ... ({len(text) - limit} more characters left out)"
     return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
 
 

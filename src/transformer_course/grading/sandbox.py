@@ -54,7 +54,9 @@ class Limits:
     open_files: int = 256  # per process (sockets included: their buffers are memory no one counts)
     wall_seconds: float = 180.0  # real time, then everything inside is killed
     processes: int = 64  # processes and threads the command may add
-    file_bytes: int = 64 * MiB  # largest file it may write
+    # Largest file it may write: its result files too, which the grader reads up to 16 MiB
+    # (hardened.MAX_RESULT_BYTES), so a submission's results take at most this per exercise on disk.
+    file_bytes: int = 17 * MiB
     output_bytes: int = 2 * MiB  # stdout and stderr each; beyond that, output is dropped
     # Address space of one process: a cap the kernel applies at once, where the total above is
     # watched; torch alone maps about 1 GiB on import.
