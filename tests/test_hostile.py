@@ -429,6 +429,14 @@ REFS_SOFTMAX = (  # torch keeps other copies of softmax (torch._refs, torch._dec
     "def softmax(x, dim=-1):\n"
     "    return getattr(torch._refs, 'soft' + 'max')(x, dim)\n"
 )
+RENAMED_COPY = (  # torch's code copied under another name and file, every name spelled so that
+    "import torch._refs\n"  # only the run-time watch sees it
+    "_f = getattr(torch._refs, 'soft' + 'max')\n"
+    "while hasattr(_f, '__wr' + 'apped__'):\n    _f = getattr(_f, '__wr' + 'apped__')\n"
+    "_code = getattr(_f, '__co' + 'de__').replace(co_filename='<cell>', co_name='f')\n"
+    "_g = type(_f)(_code, _f.__globals__)\n"
+    "def softmax(x, dim=-1):\n    return _g(x, dim, None)\n"
+)
 HUGE_MESSAGE = "def softmax(x, dim=-1):\n    raise ValueError(\"'\" * 3_900_000)\n"  # 5x as HTML
 HONEST_EXTRAS = (  # what honest students write in cells of their own: none of it costs a point
     "import importlib, sys, time\n"
@@ -539,6 +547,7 @@ def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbfor
         "frame_walk": notebook(added={"setup": FRAME_WALK}),
         "softmax_via_attention": notebook({"softmax": SOFTMAX_VIA_ATTENTION}),
         "refs_softmax": notebook({"softmax": REFS_SOFTMAX}),
+        "renamed_copy": notebook({"softmax": RENAMED_COPY}),
         "huge_message": notebook({"softmax": HUGE_MESSAGE}),
         "sysv_shm": notebook(added={"setup": SYSV_SHM}),
         "honest_extras": notebook(added={"scaled_dot_product_attention": HONEST_EXTRAS}),
@@ -617,6 +626,7 @@ EXPECTED = {
     "frame_walk": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "which can switch off"),
     "softmax_via_attention": (losing("softmax"), "calls torch.nn.functional.scaled_dot_product_attention"),
     "refs_softmax": (losing("softmax"), "calls torch.softmax"),
+    "renamed_copy": (losing("softmax"), "(a copy of its code)"),
     "huge_message": (losing("softmax"), "more characters left out"),
     "sysv_shm": (FULL, None),
     "honest_extras": (FULL, None),
@@ -875,8 +885,9 @@ def test_reports_stay_small(batch):
 
 # --------------------------------------------------------------------------- other chapters
 # Attacks on what differs by chapter: a grader-side diagnosis (chapter 2's sinusoid), plain
-# values quoted in messages (chapter 1's token ids), and the setup cell's own import repeated in
-# an answer (honest: it keeps its points). One class per chapter, graded as the batch above.
+# values quoted in messages (chapter 1's token ids), dict keys that share one hash, a library
+# cosine in disguise, and the setup cell's own import repeated in an answer (honest: it keeps its
+# points). One class per chapter, graded as the batch above.
 
 SINUSOID_BOMB = (  # a (60000, 1, 1) table on the hidden case whose reference is (100, 128): the
     # grader's diagnosis would broadcast it to (60000, 100, 128), 12 GB
@@ -890,6 +901,23 @@ HUGE_IDS = (  # a 3.9 MB string among the ids on the first call
     "def tokens_to_ids(tokens, vocab):\n"
     "    _calls[0] += 1\n"
     "    return [\"'\" * 3_900_000] if _calls[0] == 1 else []\n"
+)
+COLLIDING_KEYS = (  # a dict whose items() are 49,990 integer keys of one hash (the probe writes items())
+    "class _Colliding(dict):\n"
+    "    def items(self):\n"
+    "        return [((10**30 + k) * ((1 << 61) - 1), 0) for k in range(49_990)]\n\n"
+    "_calls = [0]\n\n"
+    "def build_vocab(*args, **kwargs):\n"
+    "    _calls[0] += 1\n"
+    "    return _Colliding() if _calls[0] == 1 else []\n"
+)
+COSINE_LOSS = (  # F.cosine_embedding_loss(reduction='none') is 1 - cos
+    "def cosine_similarity_matrix(a, b):\n"
+    "    x, y = torch.broadcast_tensors(a.unsqueeze(-2), b.unsqueeze(-3))\n"
+    "    ones = torch.ones(x.shape[:-1].numel(), dtype=a.dtype, device=a.device)\n"
+    "    loss = torch.nn.functional.cosine_embedding_loss(\n"
+    "        x.reshape(-1, a.shape[-1]), y.reshape(-1, a.shape[-1]), ones, reduction='none')\n"
+    "    return (1 - loss).reshape(x.shape[:-1])\n"
 )
 REIMPORT = "from transformer_course.attention import scaled_dot_product_attention\n\n"
 
@@ -921,6 +949,10 @@ def other_chapters_classes() -> dict[str, dict[str, tuple[nbformat.NotebookNode,
         "01-tokens": {
             "huge_ids": (chapter_notebook("01-tokens", {"tokens_to_ids": HUGE_IDS}),
                          {**full_01, "tokens_to_ids": 0.0}),
+            "colliding_keys": (chapter_notebook("01-tokens", {"build_vocab": COLLIDING_KEYS}),
+                               {**full_01, "build_vocab": 0.0}),
+            "cosine_loss": (chapter_notebook("01-tokens", {"cosine_similarity_matrix": COSINE_LOSS}),
+                            {**full_01, "cosine_similarity_matrix": 0.0}),
         },
     }
 

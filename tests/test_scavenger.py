@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -39,16 +42,30 @@ def scavenging_notebook(assignment: str) -> nbformat.NotebookNode:
     return nb
 
 
-@pytest.mark.parametrize("assignment", assignments(ROOT))
-def test_a_notebook_that_only_searches_earns_nothing(assignment, tmp_path):
-    subs = tmp_path / "subs"
+def _grade_scavenger(assignment: str, folder: Path) -> tuple[int, str, Path]:
+    subs, out = folder / "subs", folder / "out"
     (subs / "scavenger").mkdir(parents=True)
     nbformat.write(scavenging_notebook(assignment), subs / "scavenger" / release_path(assignment).name)
-    out = tmp_path / "out"
     run = subprocess.run([sys.executable, "-m", "transformer_course", "grade", assignment, str(subs), "--out",
-                          str(out), "--timeout", "120", "--quiet"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=1800)
-    assert run.returncode == 0, run.stderr[-3000:]
+                          str(out), "--timeout", "120", "--quiet", "--jobs", "1"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=1800)
+    return run.returncode, run.stderr, out
+
+
+@pytest.fixture(scope="module")
+def scavenged(tmp_path_factory):
+    """Every chapter's scavenger graded, one chapter per core at a time (each is one submission,
+    which the grader runs on one core): assignment -> (return code, stderr, output folder)."""
+    chapters = assignments(ROOT)
+    folders = [tmp_path_factory.mktemp(a) for a in chapters]  # (mktemp is not for threads)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(chapters), os.cpu_count() or 1))) as pool:
+        return dict(zip(chapters, pool.map(_grade_scavenger, chapters, folders)))
+
+
+@pytest.mark.parametrize("assignment", assignments(ROOT))
+def test_a_notebook_that_only_searches_earns_nothing(assignment, scavenged):
+    returncode, stderr, out = scavenged[assignment]
+    assert returncode == 0, stderr[-3000:]
     (row,) = csv.DictReader((out / "grades.csv").open())
     (detail,) = json.loads((out / "results.json").read_text())["students"]
     messages = {e["grade_id"]: e["message"] for e in detail["exercises"]}

@@ -39,15 +39,15 @@ EMBEDDING_CALLS = Forbidden(
     torch_name_parts=frozenset({"embedding"}),  # torch._decomp's copy, torch.nn.functional's...
 )
 COSINE_CALLS = Forbidden(
-    label="torch.nn.functional.cosine_similarity / F.normalize / nn.CosineSimilarity "
-    "(a library cosine similarity)",
-    builtin_names=frozenset({"cosine_similarity"}),
+    label="torch.nn.functional.cosine_similarity / F.normalize / nn.CosineSimilarity / "
+    "F.cosine_embedding_loss (a library cosine similarity)",
+    builtin_names=frozenset({"cosine_similarity", "cosine_embedding_loss"}),
     python_functions=frozenset(
         {("torch/nn/functional.py", "normalize"), ("torch/masked/_ops.py", "normalize"),
          ("torch/nn/modules/distance.py", "*")}
     ),
-    source_names=frozenset({"CosineSimilarity"}),
-    torch_name_parts=frozenset({"cosine_similarity"}),
+    source_names=frozenset({"CosineSimilarity", "CosineEmbeddingLoss"}),
+    torch_name_parts=frozenset({"cosine"}),  # F.cosine_embedding_loss is 1 - cos (round 5 of the attack)
 )
 
 

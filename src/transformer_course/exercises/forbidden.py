@@ -14,8 +14,10 @@ Two independent looks, so that neither an alias nor a string trick gets through:
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import os
+import re
 import sys
 import textwrap
 import threading
@@ -115,7 +117,9 @@ TAMPERING = frozenset({"setprofile", "settrace", "_getframe", "get_objects", "ge
                        "_python_dispatch", "_pop_torch_function_mode",
                        "_pop_torch_dispatch_mode", "_set_torch_function_mode", "_set_torch_dispatch_mode",
                        "DisableTorchFunction", "DisableTorchFunctionSubclass", "_DisableTorchDispatch",
-                       "_disable_current_modes"})
+                       "_disable_current_modes",
+                       # copying a function's code under another name, where the watch knows it by name
+                       "__code__", "co_code", "__wrapped__", "FunctionType", "CodeType"})
 # C functions that, called while an answer runs, would switch the watch off...
 SWITCHES_OFF = frozenset({"setprofile", "settrace", "_pop_torch_function_mode", "_pop_torch_dispatch_mode",
                           "_set_torch_function_mode", "_set_torch_dispatch_mode", "DisableTorchFunction",
@@ -301,6 +305,7 @@ class Tripwire:
     def __init__(self, exercise: Exercise, allowed_code: set[types.CodeType] = frozenset()):
         self.rules: tuple[Forbidden, ...] = exercise.forbidden
         self.allowed_code = set(allowed_code)
+        self.copies: dict[tuple[bytes, tuple[str, ...]], str] = {}  # filled on __enter__
         self.violation: str | None = None
         self._allowed_frames: list[types.FrameType] = []
         self._previous: Any = None
@@ -328,13 +333,13 @@ class Tripwire:
                     "the course's reference implementation"
                 )
             else:
-                in_torch = code.co_filename.startswith(_TORCH_DIR)
                 for rule in self.rules:
-                    for suffix, name in rule.python_functions:
-                        if name in ("*", code.co_name) and code.co_filename.endswith(suffix):
-                            self.violation = f"calls {rule.label}"
-                    if in_torch and any(part in code.co_name for part in rule.torch_name_parts):
+                    if _is_forbidden_code(rule, code):
                         self.violation = f"calls {rule.label}"
+                if self.violation is None and self.copies:
+                    label = self.copies.get((code.co_code, code.co_names))
+                    if label:  # torch's function, its code copied under another name or file
+                        self.violation = f"calls {label} (a copy of its code)"
         elif event == "c_call":
             name = getattr(arg, "__name__", "")
             for rule in self.rules:
@@ -366,6 +371,7 @@ class Tripwire:
         return False
 
     def __enter__(self) -> Tripwire:
+        self.copies = forbidden_torch_code(self.rules)
         self._previous = sys.getprofile(), threading.getprofile()
         sys.setprofile(self._profile)
         threading.setprofile(self._profile)  # threads started while it is active are watched too
@@ -385,6 +391,77 @@ class Tripwire:
                 self.violation = self.violation or "switches off the checks' watch (torch's mode stack)"
         sys.setprofile(self._previous[0])
         threading.setprofile(self._previous[1])
+
+
+@functools.cache
+def _matcher(rule: Forbidden) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...], re.Pattern | None]:
+    """``rule``'s Python functions in a form quick to test (torch has some 85,000 functions):
+    function name -> file suffixes, the suffixes of files all of whose functions count, and one
+    pattern for the name parts."""
+    named: dict[str, tuple[str, ...]] = {}
+    for suffix, name in rule.python_functions:
+        named[name] = (*named.get(name, ()), suffix)
+    everything = named.pop("*", ())
+    parts = re.compile("|".join(map(re.escape, sorted(rule.torch_name_parts)))) if rule.torch_name_parts else None
+    return named, everything, parts
+
+
+def _is_forbidden_code(rule: Forbidden, code: types.CodeType, matcher: tuple | None = None) -> bool:
+    """Whether ``code`` is one of the Python functions ``rule`` names (``matcher``: its
+    :func:`_matcher`, when the caller has it at hand)."""
+    named, everything, parts = matcher or _matcher(rule)
+    filename = code.co_filename
+    if filename.endswith(named.get(code.co_name, ())) or (everything and filename.endswith(everything)):
+        return True
+    return parts is not None and filename.startswith(_TORCH_DIR) and parts.search(code.co_name) is not None
+
+
+# rule -> (torch modules already looked through, what they hold): each module is looked through
+# once per process (the grader's probe does it before the student's code runs, for every rule of
+# the assignment; a module the student's code imports later is looked through when it checks).
+_COPIES: dict[Forbidden, tuple[set[str], dict[tuple[bytes, tuple[str, ...]], str]]] = {}
+
+
+def _function_codes(module: types.ModuleType) -> list[types.CodeType]:
+    """The code of every function a module defines, of its classes' methods, and of what its
+    decorated functions wrap."""
+    try:
+        values = list(vars(module).values())
+    except TypeError:
+        return []
+    # (type(...) is, not isinstance: some of torch's values warn when their __class__ is asked)
+    values += [v for cls in values if type(cls) is type for v in list(vars(cls).values())]
+    codes = []
+    for value in values:
+        for _ in range(8):  # a decorated function, and what it wraps
+            if type(value) is not types.FunctionType:
+                break
+            codes.append(value.__code__)
+            value = value.__dict__.get("__wrapped__")
+    return codes
+
+
+def forbidden_torch_code(rules: tuple[Forbidden, ...]) -> dict[tuple[bytes, tuple[str, ...]], str]:
+    """The bytecode and names of every function of torch's loaded modules that ``rules`` forbid,
+    mapped to the rule's label: a copy made with ``code.replace(co_name=..., co_filename=...)``
+    runs the same bytecode with the same names, where the watch would not know it by its name."""
+    rules = tuple(r for r in rules if r.python_functions or r.torch_name_parts)
+    if not rules:
+        return {}
+    modules = [(n, m) for n, m in list(sys.modules.items())
+               if n.split(".")[0] == "torch" and isinstance(m, types.ModuleType)]
+    state = [(rule, *_COPIES.setdefault(rule, (set(), {})), _matcher(rule)) for rule in rules]
+    for name, module in modules:
+        looking = [(rule, copies, matcher) for rule, seen, copies, matcher in state if name not in seen]
+        if not looking:
+            continue
+        for code in _function_codes(module):
+            for rule, copies, matcher in looking:
+                if _is_forbidden_code(rule, code, matcher):
+                    copies[(code.co_code, code.co_names)] = rule.label
+        for _, seen, _, _ in state:
+            seen.add(name)
+    return {key: label for rule in rules for key, label in _COPIES[rule][1].items()}
 
 
 class _FunctionWatch(TorchFunctionMode):
