@@ -437,6 +437,16 @@ RENAMED_COPY = (  # torch's code copied under another name and file, every name 
     "_g = type(_f)(_code, _f.__globals__)\n"
     "def softmax(x, dim=-1):\n    return _g(x, dim, None)\n"
 )
+COPIED_SOURCE = (  # torch's Python source for softmax, edited and run as the cell's own code: that is
+    # softmax written out in basic operations, as if typed in (copying is for the course's honour
+    # code; no look at a process can tell it from the student's own). It keeps its points.
+    "import importlib, inspect\n"
+    "_f = inspect.unwrap(getattr(importlib.import_module('torch._refs'), 'soft' + 'max'))\n"
+    "_ns = dict(_f.__globals__)\n"
+    "exec(inspect.getsource(_f).replace('@out_wrapper()', '')\n"
+    "     .replace('result_dtype = dtype', 'pass; result_dtype = dtype'), _ns)\n"
+    "def softmax(x, dim=-1):\n    return _ns['soft' + 'max'](x, dim)\n"
+)
 HUGE_MESSAGE = "def softmax(x, dim=-1):\n    raise ValueError(\"'\" * 3_900_000)\n"  # 5x as HTML
 HONEST_EXTRAS = (  # what honest students write in cells of their own: none of it costs a point
     "import importlib, sys, time\n"
@@ -448,6 +458,8 @@ HONEST_EXTRAS = (  # what honest students write in cells of their own: none of i
     "x = torch.randn(4, 5)\n"
     "print(torch.allclose(softmax(x), torch.softmax(x, dim=-1)), time.perf_counter() - start)\n"
     "print(sorted(n for n in globals() if not n.startswith('_'))[:5])\n"
+    "import types\n"  # looking at a function while debugging (round 6 of the attack: it cost 7 points)
+    "print(isinstance(softmax, types.FunctionType), softmax.__code__.co_argcount)\n"
 )
 
 
@@ -548,6 +560,7 @@ def hostile_class(subs: Path, port: int, outside: list[Path]) -> dict[str, nbfor
         "softmax_via_attention": notebook({"softmax": SOFTMAX_VIA_ATTENTION}),
         "refs_softmax": notebook({"softmax": REFS_SOFTMAX}),
         "renamed_copy": notebook({"softmax": RENAMED_COPY}),
+        "copied_source": notebook({"softmax": COPIED_SOURCE}),
         "huge_message": notebook({"softmax": HUGE_MESSAGE}),
         "sysv_shm": notebook(added={"setup": SYSV_SHM}),
         "honest_extras": notebook(added={"scaled_dot_product_attention": HONEST_EXTRAS}),
@@ -627,6 +640,7 @@ EXPECTED = {
     "softmax_via_attention": (losing("softmax"), "calls torch.nn.functional.scaled_dot_product_attention"),
     "refs_softmax": (losing("softmax"), "calls torch.softmax"),
     "renamed_copy": (losing("softmax"), "(a copy of its code)"),
+    "copied_source": (FULL, None),
     "huge_message": (losing("softmax"), "more characters left out"),
     "sysv_shm": (FULL, None),
     "honest_extras": (FULL, None),
@@ -911,6 +925,25 @@ COLLIDING_KEYS = (  # a dict whose items() are 49,990 integer keys of one hash (
     "    _calls[0] += 1\n"
     "    return _Colliding() if _calls[0] == 1 else []\n"
 )
+COLLIDING_PAIRS = (  # the same with pairs (a, b), b solved for one tuple hash (CPython's xxHash steps)
+    "class _Colliding(dict):\n"
+    "    def items(self):\n"
+    "        mask, p1, p2, p5 = (1 << 64) - 1, 11400714785074694791, 14029467366897019727, 2870177450012600261\n"
+    "        inverse, pairs, a = pow(p2, -1, 1 << 64), [], 0\n"
+    "        while len(pairs) < 24_990:\n"
+    "            acc = (p5 + (hash(a) & mask) * p2) & mask\n"
+    "            acc = (((acc << 31) | (acc >> 33)) & mask) * p1 & mask\n"
+    "            wanted = ((12345 - acc) * inverse) & mask\n"
+    "            b = wanted - (1 << 64) if wanted >= 1 << 63 else wanted\n"
+    "            if -((1 << 61) - 1) < b < (1 << 61) - 1 and b != -1:\n"
+    "                pairs.append(((a, b), 0))\n"
+    "            a += 1\n"
+    "        return pairs\n\n"
+    "_calls = [0]\n\n"
+    "def build_vocab(*args, **kwargs):\n"
+    "    _calls[0] += 1\n"
+    "    return _Colliding() if _calls[0] == 1 else []\n"
+)
 COSINE_LOSS = (  # F.cosine_embedding_loss(reduction='none') is 1 - cos
     "def cosine_similarity_matrix(a, b):\n"
     "    x, y = torch.broadcast_tensors(a.unsqueeze(-2), b.unsqueeze(-3))\n"
@@ -951,6 +984,8 @@ def other_chapters_classes() -> dict[str, dict[str, tuple[nbformat.NotebookNode,
                          {**full_01, "tokens_to_ids": 0.0}),
             "colliding_keys": (chapter_notebook("01-tokens", {"build_vocab": COLLIDING_KEYS}),
                                {**full_01, "build_vocab": 0.0}),
+            "colliding_pairs": (chapter_notebook("01-tokens", {"build_vocab": COLLIDING_PAIRS}),
+                                {**full_01, "build_vocab": 0.0}),
             "cosine_loss": (chapter_notebook("01-tokens", {"cosine_similarity_matrix": COSINE_LOSS}),
                             {**full_01, "cosine_similarity_matrix": 0.0}),
         },

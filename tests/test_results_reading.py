@@ -50,6 +50,22 @@ def _with_tensor(**changes) -> dict:
     return {"calls": [{"outputs": [{"tensor": {**TENSOR, **changes}}]}]}
 
 
+def colliding_pairs(count: int, target: int = 12345) -> list[tuple[int, int]]:
+    """``count`` pairs ``(a, b)`` of one hash: CPython's tuple hash (xxHash's steps) solved for
+    ``b``'s hash, which for an integer below 2**61 - 1 is the integer itself."""
+    mask, prime1, prime2, prime5 = (1 << 64) - 1, 11400714785074694791, 14029467366897019727, 2870177450012600261
+    inverse, pairs, a = pow(prime2, -1, 1 << 64), [], 0
+    while len(pairs) < count:
+        acc = (prime5 + (hash(a) & mask) * prime2) & mask
+        acc = (((acc << 31) | (acc >> 33)) & mask) * prime1 & mask
+        wanted = ((target - acc) * inverse) & mask
+        b = wanted - (1 << 64) if wanted >= 1 << 63 else wanted
+        if -((1 << 61) - 1) < b < (1 << 61) - 1 and b != -1 and hash(b) == b:
+            pairs.append((a, b))
+        a += 1
+    return pairs
+
+
 FORGED = {
     "a tensor larger than its bytes": (_with_tensor(shape=[1 << 20, 1 << 20], nbytes=16), b"\0" * 16),
     "a shape whose product overflows 64 bits": (_with_tensor(shape=[1 << 32, 1 << 32, 1], nbytes=0), b""),
@@ -65,6 +81,9 @@ FORGED = {
     # (the fifth round of the attack)
     "keys that share one hash": ({"calls": [{"outputs": [{"dict": [
         [{"value": (10**30 + k) * ((1 << 61) - 1)}, {"value": 0}] for k in range(49_990)]}]}]}, b""),
+    # ... and pairs (a, b), b solved for one tuple hash (the sixth round): 10 s per file
+    "pairs that share one hash": ({"calls": [{"outputs": [{"dict": [
+        [{"tuple": [{"value": a}, {"value": b}]}, {"value": 0}] for a, b in colliding_pairs(2_000)]}]}]}, b""),
 }
 
 
@@ -74,6 +93,11 @@ def test_a_forged_result_is_refused(tmp_path, how):
     _write(tmp_path / "result", header, blob)
     read = read_result(tmp_path / "result")
     assert isinstance(read, str) and "could not be read back" in read, read
+
+
+def test_the_colliding_pairs_do_share_one_hash():
+    """(So the forged file above tests what it says.)"""
+    assert len({hash(p) for p in colliding_pairs(50)}) == 1
 
 
 def test_an_integer_beyond_64_bits_is_written_as_unsupported_and_refused_where_forged(tmp_path):

@@ -117,9 +117,10 @@ TAMPERING = frozenset({"setprofile", "settrace", "_getframe", "get_objects", "ge
                        "_python_dispatch", "_pop_torch_function_mode",
                        "_pop_torch_dispatch_mode", "_set_torch_function_mode", "_set_torch_dispatch_mode",
                        "DisableTorchFunction", "DisableTorchFunctionSubclass", "_DisableTorchDispatch",
-                       "_disable_current_modes",
-                       # copying a function's code under another name, where the watch knows it by name
-                       "__code__", "co_code", "__wrapped__", "FunctionType", "CodeType"})
+                       "_disable_current_modes"})
+# (Copying a function's code, ``f.__code__.replace(...)``, is not refused here: a debugging cell that
+# asks ``isinstance(f, types.FunctionType)`` is honest, and the refusal was dodged by spelling the
+# names in pieces. The run-time watch knows torch's forbidden functions by their code instead.)
 # C functions that, called while an answer runs, would switch the watch off...
 SWITCHES_OFF = frozenset({"setprofile", "settrace", "_pop_torch_function_mode", "_pop_torch_dispatch_mode",
                           "_set_torch_function_mode", "_set_torch_dispatch_mode", "DisableTorchFunction",

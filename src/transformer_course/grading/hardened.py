@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from .sandbox import Limits, SandboxResult, run_sandboxed, sandbox_problem
 from .slices import pickle_with_globals, slice_modules
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+MAX_SHARED_HASH = 16  # keys of one dict with the same hash (honest: 1, by chance 2)
 MAX_RESULT_BYTES = 16 * 1024**2  # one exercise's result file, arrays included (honest ones: kilobytes)
 MAX_HEADER_BYTES = 4 * 1024**2  # its description of the outputs (JSON)
 MAX_PROGRESS_BYTES = 256 * 1024
@@ -774,6 +776,11 @@ def _decode(item: Any, blob: memoryview, budget: dict[str, int], depth: int) -> 
         pairs = [(_decode(k, blob, budget, depth + 1), _decode(v, blob, budget, depth + 1)) for k, v in value]
         if not all(isinstance(k, (str, int, float, bool, tuple)) or k is None for k, _ in pairs):
             raise TypeError("dict key")
+        # Keys can be crafted to share one hash (integers k * (2**61 - 1); pairs solved for one
+        # tuple hash): building the dict is then quadratic, seconds of the grader's time per file.
+        # Counting the hashes is linear; honest keys (tokens, ids, pairs of ids) barely repeat one.
+        if pairs and max(Counter(hash(k) for k, _ in pairs).values()) > MAX_SHARED_HASH:
+            raise ValueError("dict keys crafted to share one hash")
         return dict(pairs)
     if kind == "unsupported":
         return Unsupported(str(value)[:60])
