@@ -185,14 +185,6 @@ def test_attention_is_graded_with_the_reference_in_place_of_earlier_exercises(tm
 
 # ---------------------------------------------------------------- forbidden calls
 
-RENAMED_COPY = (
-    "import torch._refs\n"
-    "_f = getattr(torch._refs, 'soft' + 'max')\n"
-    "while hasattr(_f, '__wr' + 'apped__'):\n    _f = getattr(_f, '__wr' + 'apped__')\n"
-    "_code = getattr(_f, '__co' + 'de__').replace(co_filename='<cell>', co_name='f')\n"
-    "_g = type(_f)(_code, _f.__globals__)\n"
-    "def softmax(x, dim=-1):\n    return _g(x, dim, None)\n"
-)
 FORBIDDEN_SOFTMAX = {
     "torch.softmax": "import torch\ndef softmax(x, dim=-1):\n    return torch.softmax(x, dim)\n",
     "Tensor.softmax": "def softmax(x, dim=-1):\n    return x.softmax(dim)\n",
@@ -251,9 +243,6 @@ FORBIDDEN_SOFTMAX = {
     "torch.masked": (
         "import torch\ndef softmax(x, dim=-1):\n    return getattr(torch.masked, 'soft' + 'max')(x, dim)\n"
     ),
-    # ... and its code copied under another name and file, every name spelled so that only the
-    # run-time watch can see it (found by the fifth round of the attack)
-    "a renamed copy of torch's code": RENAMED_COPY,
 }
 
 

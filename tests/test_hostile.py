@@ -429,8 +429,8 @@ REFS_SOFTMAX = (  # torch keeps other copies of softmax (torch._refs, torch._dec
     "def softmax(x, dim=-1):\n"
     "    return getattr(torch._refs, 'soft' + 'max')(x, dim)\n"
 )
-RENAMED_COPY = (  # torch's code copied under another name and file, every name spelled so that
-    "import torch._refs\n"  # only the run-time watch sees it
+RENAMED_COPY = (  # torch's code copied under another name and file: as COPIED_SOURCE below
+    "import torch._refs\n"
     "_f = getattr(torch._refs, 'soft' + 'max')\n"
     "while hasattr(_f, '__wr' + 'apped__'):\n    _f = getattr(_f, '__wr' + 'apped__')\n"
     "_code = getattr(_f, '__co' + 'de__').replace(co_filename='<cell>', co_name='f')\n"
@@ -639,7 +639,9 @@ EXPECTED = {
     "frame_walk": (losing("softmax", "attention_scores", "scaled_dot_product_attention"), "which can switch off"),
     "softmax_via_attention": (losing("softmax"), "calls torch.nn.functional.scaled_dot_product_attention"),
     "refs_softmax": (losing("softmax"), "calls torch.softmax"),
-    "renamed_copy": (losing("softmax"), "(a copy of its code)"),
+    # torch's own Python code run as the cell's: softmax in basic operations, to any check the
+    # student's own (the README's threat model; copying is for the honour code)
+    "renamed_copy": (FULL, None),
     "copied_source": (FULL, None),
     "huge_message": (losing("softmax"), "more characters left out"),
     "sysv_shm": (FULL, None),

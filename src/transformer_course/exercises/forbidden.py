@@ -118,9 +118,10 @@ TAMPERING = frozenset({"setprofile", "settrace", "_getframe", "get_objects", "ge
                        "_pop_torch_dispatch_mode", "_set_torch_function_mode", "_set_torch_dispatch_mode",
                        "DisableTorchFunction", "DisableTorchFunctionSubclass", "_DisableTorchDispatch",
                        "_disable_current_modes"})
-# (Copying a function's code, ``f.__code__.replace(...)``, is not refused here: a debugging cell that
+# (Copying a function's code, ``f.__code__.replace(...)``, is not refused: a debugging cell that
 # asks ``isinstance(f, types.FunctionType)`` is honest, and the refusal was dodged by spelling the
-# names in pieces. The run-time watch knows torch's forbidden functions by their code instead.)
+# names in pieces. Nor is it caught at run time: a copy of torch's Python code, renamed or edited,
+# is the student's own code to any check; see the README's threat model.)
 # C functions that, called while an answer runs, would switch the watch off...
 SWITCHES_OFF = frozenset({"setprofile", "settrace", "_pop_torch_function_mode", "_pop_torch_dispatch_mode",
                           "_set_torch_function_mode", "_set_torch_dispatch_mode", "DisableTorchFunction",
@@ -306,7 +307,6 @@ class Tripwire:
     def __init__(self, exercise: Exercise, allowed_code: set[types.CodeType] = frozenset()):
         self.rules: tuple[Forbidden, ...] = exercise.forbidden
         self.allowed_code = set(allowed_code)
-        self.copies: dict[tuple[bytes, tuple[str, ...]], str] = {}  # filled on __enter__
         self.violation: str | None = None
         self._allowed_frames: list[types.FrameType] = []
         self._previous: Any = None
@@ -337,10 +337,6 @@ class Tripwire:
                 for rule in self.rules:
                     if _is_forbidden_code(rule, code):
                         self.violation = f"calls {rule.label}"
-                if self.violation is None and self.copies:
-                    label = self.copies.get((code.co_code, code.co_names))
-                    if label:  # torch's function, its code copied under another name or file
-                        self.violation = f"calls {label} (a copy of its code)"
         elif event == "c_call":
             name = getattr(arg, "__name__", "")
             for rule in self.rules:
@@ -372,7 +368,7 @@ class Tripwire:
         return False
 
     def __enter__(self) -> Tripwire:
-        self.copies = forbidden_torch_code(self.rules)
+        prepare_watch()
         self._previous = sys.getprofile(), threading.getprofile()
         sys.setprofile(self._profile)
         threading.setprofile(self._profile)  # threads started while it is active are watched too
@@ -417,63 +413,32 @@ def _is_forbidden_code(rule: Forbidden, code: types.CodeType, matcher: tuple | N
     return parts is not None and filename.startswith(_TORCH_DIR) and parts.search(code.co_name) is not None
 
 
-# rule -> (torch modules already looked through, what they hold): each module is looked through
-# once per process (the grader's probe does it before the student's code runs, for every rule of
-# the assignment; a module the student's code imports later is looked through when it checks).
-_COPIES: dict[Forbidden, tuple[set[str], dict[tuple[bytes, tuple[str, ...]], str]]] = {}
+_MODES_READY: list[bool] = []
 
 
-def _function_codes(module: types.ModuleType) -> list[types.CodeType]:
-    """The code of every function a module defines, of its classes' methods, and of what its
-    decorated functions wrap."""
-    try:
-        values = list(vars(module).values())
-    except TypeError:
-        return []
-    # (type(...) is, not isinstance: some of torch's values warn when their __class__ is asked)
-    values += [v for cls in values if type(cls) is type for v in list(vars(cls).values())]
-    codes = []
-    for value in values:
-        for _ in range(8):  # a decorated function, and what it wraps
-            if type(value) is not types.FunctionType:
-                break
-            codes.append(value.__code__)
-            value = value.__dict__.get("__wrapped__")
-    return codes
+def prepare_watch() -> None:
+    """Make torch's dispatch modes ready before a :class:`Tripwire` watches anything: their first
+    use imports some 800 modules (torch._dynamo, sympy...), which took seconds under the watch's
+    profiler. The grader's probe calls this once before it forks a process per exercise, so none
+    of them pays it."""
+    if not _MODES_READY:
+        import torch
 
-
-def forbidden_torch_code(rules: tuple[Forbidden, ...]) -> dict[tuple[bytes, tuple[str, ...]], str]:
-    """The bytecode and names of every function of torch's loaded modules that ``rules`` forbid,
-    mapped to the rule's label: a copy made with ``code.replace(co_name=..., co_filename=...)``
-    runs the same bytecode with the same names, where the watch would not know it by its name."""
-    rules = tuple(r for r in rules if r.python_functions or r.torch_name_parts)
-    if not rules:
-        return {}
-    modules = [(n, m) for n, m in list(sys.modules.items())
-               if n.split(".")[0] == "torch" and isinstance(m, types.ModuleType)]
-    state = [(rule, *_COPIES.setdefault(rule, (set(), {})), _matcher(rule)) for rule in rules]
-    for name, module in modules:
-        looking = [(rule, copies, matcher) for rule, seen, copies, matcher in state if name not in seen]
-        if not looking:
-            continue
-        for code in _function_codes(module):
-            for rule, copies, matcher in looking:
-                if _is_forbidden_code(rule, code, matcher):
-                    copies[(code.co_code, code.co_names)] = rule.label
-        for _, seen, _, _ in state:
-            seen.add(name)
-    return {key: label for rule in rules for key, label in _COPIES[rule][1].items()}
+        with _OperatorWatch(None), _FunctionWatch(None):
+            torch.zeros(1).exp()
+        _MODES_READY.append(True)
 
 
 class _FunctionWatch(TorchFunctionMode):
     """Tells the tripwire the name of every torch function called (torch.softmax, F.embedding...)."""
 
-    def __init__(self, tripwire: Tripwire) -> None:
+    def __init__(self, tripwire: Tripwire | None) -> None:
         super().__init__()
         self.tripwire = tripwire
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.tripwire.saw_library_call(getattr(func, "__name__", ""))
+        if self.tripwire is not None:  # (None: :func:`prepare_watch`'s first use)
+            self.tripwire.saw_library_call(getattr(func, "__name__", ""))
         return func(*args, **(kwargs or {}))
 
 
@@ -481,12 +446,13 @@ class _OperatorWatch(TorchDispatchMode):
     """Tells the tripwire the name of every operator run (aten::_softmax, ...), also those reached
     below torch's Python functions (torch.ops.aten._softmax)."""
 
-    def __init__(self, tripwire: Tripwire) -> None:
+    def __init__(self, tripwire: Tripwire | None) -> None:
         super().__init__()
         self.tripwire = tripwire
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.tripwire.saw_library_call(func._schema.name.split("::")[-1])
+        if self.tripwire is not None:
+            self.tripwire.saw_library_call(func._schema.name.split("::")[-1])
         return func(*args, **(kwargs or {}))
 
 

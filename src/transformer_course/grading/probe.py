@@ -461,12 +461,11 @@ def main() -> int:
     for cell in plan["cells"]:  # the course's own setup: trusted, run once for every child
         if cell["kind"] == "setup":
             exec(compile(cell["source"], "<cell setup>", "exec"), namespace)  # noqa: S102
-    # What the run-time watch needs to know torch's forbidden functions by their code, gathered
-    # once here for every child (each would otherwise spend a quarter of a second on it).
-    from transformer_course.exercises import get
-    from transformer_course.exercises.forbidden import forbidden_torch_code
+    # torch's dispatch modes, which the run-time watch uses, made ready once here for every child:
+    # their first use costs a second or more (they import torch._dynamo).
+    from transformer_course.exercises.forbidden import prepare_watch
 
-    forbidden_torch_code(tuple(rule for e in plan["exercises"] for rule in get(e["function"]).forbidden))
+    prepare_watch()
     report(event="start")
     threads = _threads()
     skip = set(plan["skip_cells"])
