@@ -14,10 +14,8 @@ Two independent looks, so that neither an alias nor a string trick gets through:
 from __future__ import annotations
 
 import ast
-import functools
 import inspect
 import os
-import re
 import sys
 import textwrap
 import threading
@@ -390,27 +388,12 @@ class Tripwire:
         threading.setprofile(self._previous[1])
 
 
-@functools.cache
-def _matcher(rule: Forbidden) -> tuple[dict[str, tuple[str, ...]], tuple[str, ...], re.Pattern | None]:
-    """``rule``'s Python functions in a form quick to test (torch has some 85,000 functions):
-    function name -> file suffixes, the suffixes of files all of whose functions count, and one
-    pattern for the name parts."""
-    named: dict[str, tuple[str, ...]] = {}
-    for suffix, name in rule.python_functions:
-        named[name] = (*named.get(name, ()), suffix)
-    everything = named.pop("*", ())
-    parts = re.compile("|".join(map(re.escape, sorted(rule.torch_name_parts)))) if rule.torch_name_parts else None
-    return named, everything, parts
-
-
-def _is_forbidden_code(rule: Forbidden, code: types.CodeType, matcher: tuple | None = None) -> bool:
-    """Whether ``code`` is one of the Python functions ``rule`` names (``matcher``: its
-    :func:`_matcher`, when the caller has it at hand)."""
-    named, everything, parts = matcher or _matcher(rule)
-    filename = code.co_filename
-    if filename.endswith(named.get(code.co_name, ())) or (everything and filename.endswith(everything)):
+def _is_forbidden_code(rule: Forbidden, code: types.CodeType) -> bool:
+    """Whether ``code`` is one of the Python functions ``rule`` names."""
+    if any(name in ("*", code.co_name) and code.co_filename.endswith(suffix)
+           for suffix, name in rule.python_functions):
         return True
-    return parts is not None and filename.startswith(_TORCH_DIR) and parts.search(code.co_name) is not None
+    return code.co_filename.startswith(_TORCH_DIR) and any(part in code.co_name for part in rule.torch_name_parts)
 
 
 _MODES_READY: list[bool] = []

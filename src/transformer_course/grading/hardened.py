@@ -51,7 +51,7 @@ from ..exercises.running import with_globals
 from . import hidden_tests
 from .canonical import Canonical, canonicalise, read_notebook
 from .hidden import compare_with_reference, exact_matmuls
-from .probe import MAGIC
+from .probe import MAGIC, beyond_64_bits
 from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult, error_result, printable
 from .sandbox import Limits, SandboxResult, run_sandboxed, sandbox_problem
 from .slices import pickle_with_globals, slice_modules
@@ -737,7 +737,7 @@ def _record(header: Any, blob: memoryview) -> dict:
         if not isinstance(call, dict):
             raise TypeError("call")
         if "failure" in call:
-            decoded.append({"failure": printable(str(call["failure"])[:20_000])})
+            decoded.append({"failure": printable(str(call["failure"]))})
         else:
             outputs = call.get("outputs")
             if not isinstance(outputs, list) or len(outputs) > 16:
@@ -746,7 +746,7 @@ def _record(header: Any, blob: memoryview) -> dict:
     cell_errors = [{"cell": e.get("cell"), "grade_id": e.get("grade_id") if isinstance(e.get("grade_id"), str)
                     else None, "error": printable(str(e.get("error", ""))[:500])}
                    for e in errors if isinstance(e, dict)]
-    return {"failure": printable(failure[:20_000]) if failure else None, "calls": decoded, "cell_errors": cell_errors}
+    return {"failure": printable(failure) if failure else None, "calls": decoded, "cell_errors": cell_errors}
 
 
 def _decode(item: Any, blob: memoryview, budget: dict[str, int], depth: int) -> Any:
@@ -758,7 +758,7 @@ def _decode(item: Any, blob: memoryview, budget: dict[str, int], depth: int) -> 
     if kind == "tensor":
         return _tensor(value, blob, budget)
     if kind == "value":  # (data, compared as it is: messages show it through repr, which escapes)
-        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        if beyond_64_bits(value):
             # Integers beyond 64 bits can share one hash by the thousand (k * (2**61 - 1)): as the
             # keys of a dict they made building it quadratic, 25 s of the grader's time per file.
             raise ValueError("an integer beyond 64 bits")

@@ -43,6 +43,11 @@ MAX_OUTPUT_BYTES = 12 * 1024**2  # of arrays in one result (the grader reads at 
 # --------------------------------------------------------------------------- results
 
 
+def beyond_64_bits(value) -> bool:
+    """An integer no honest answer holds (integers of such size can share one hash by the thousand)."""
+    return isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63
+
+
 def encode(value, blob: bytearray):
     """A JSON description of ``value``; tensors go into ``blob`` as raw bytes."""
     import torch
@@ -57,7 +62,7 @@ def encode(value, blob: bytearray):
         blob += data
         return {"tensor": {"dtype": dtype, "array": str(tensor.numpy().dtype), "shape": list(tensor.shape),
                            "offset": offset, "nbytes": len(data), "device": str(value.device)}}
-    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+    if beyond_64_bits(value):
         return {"unsupported": "int beyond 64 bits"}  # (the grader refuses them: see hardened._decode)
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"value": value}
