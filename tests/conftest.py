@@ -1,9 +1,12 @@
-"""Shared fixtures: the devices to test on, seeding, and exact float settings on GPUs."""
+"""Shared fixtures: the devices to test on, seeding, exact float settings on GPUs, and the book
+built once per session (for tests/test_book.py and the browser tests)."""
 
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -66,3 +69,32 @@ def precise(device: torch.device) -> Precision:
     if device.type == "mps":
         return Precision(torch.float32, atol=1e-5, rtol=1e-4)
     return Precision(torch.float64, atol=1e-10, rtol=1e-10)
+
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK_BUILD_TIMEOUT_S = 900  # generous: a cold kernel plus `import torch` per page, on a slow CI box
+
+
+@pytest.fixture(scope="session")
+def built_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build the book once per session into a temporary folder and return its HTML folder.
+
+    Slow (every chapter's code cells run in a fresh kernel): only tests marked ``slow`` use it.
+    """
+    out = tmp_path_factory.mktemp("book")
+    # Jupyter Book's console script lives next to sys.executable in a venv, but not always
+    # (user installs, conda); calling its entry point through this interpreter always works.
+    command = [
+        sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+        "build", str(REPO), "--path-output", str(out),
+        "-W", "-n", "--keep-going",  # warnings are errors; nitpicky about references
+    ]
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=BOOK_BUILD_TIMEOUT_S,
+        check=False,  # a failed build is reported below, with its log
+    )
+    log = result.stdout[-8000:] + "\n" + result.stderr[-8000:]
+    assert result.returncode == 0, f"jupyter-book build failed:\n{log}"
+    html = out / "_build" / "html"
+    assert (html / "index.html").is_file(), f"index.html was not written:\n{log}"
+    return html

@@ -1,8 +1,9 @@
 """The book builds offline, with warnings as errors, and serves everything it needs itself.
 
-One Jupyter Book build of the repository into a temporary output folder, then checks on the
-HTML it wrote. The build reads the real _config.yml and _toc.yml from the repository root, so it
-also proves that the exclude patterns keep the blank student notebooks (notebooks/), the
+One Jupyter Book build of the repository into a temporary output folder (the session fixture
+`built_html` in conftest.py, shared with tests/test_book_browser.py), then checks on the HTML
+it wrote. The build reads the real _config.yml and _toc.yml from the repository root, so it also
+proves that the exclude patterns keep the blank student notebooks (notebooks/), the
 instructor notebooks (solutions/) and any grading data out of the build.
 
 Slow: a build from scratch executes every chapter's code cells in a fresh kernel (about 15 s
@@ -14,8 +15,6 @@ small. Skip with `pytest -m "not slow"`.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,33 +28,10 @@ CHAPTERS = [
     for line in (REPO / "_toc.yml").read_text(encoding="utf-8").splitlines()
     if line.strip().startswith("- file:")
 ]
-BUILD_TIMEOUT_S = 900  # generous: a cold kernel plus `import torch` per page, on a slow CI box
 
 SCRIPT_SRC = re.compile(r"<script\b[^>]*\bsrc=\"([^\"]+)\"", re.IGNORECASE)
 LINK_HREF = re.compile(r"<link\b[^>]*\bhref=\"([^\"]+)\"", re.IGNORECASE)
 IMG_SRC = re.compile(r"<img\b[^>]*\bsrc=\"([^\"]+)\"", re.IGNORECASE)
-
-
-@pytest.fixture(scope="module")
-def built_html(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the book once into a temporary folder and return its HTML folder."""
-    out = tmp_path_factory.mktemp("book")
-    # Jupyter Book's console script lives next to sys.executable in a venv, but not always
-    # (user installs, conda); calling its entry point through this interpreter always works.
-    command = [
-        sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-        "build", str(REPO), "--path-output", str(out),
-        "-W", "-n", "--keep-going",  # warnings are errors; nitpicky about references
-    ]
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
-        check=False,  # a failed build is reported below, with its log
-    )
-    log = result.stdout[-8000:] + "\n" + result.stderr[-8000:]
-    assert result.returncode == 0, f"jupyter-book build failed:\n{log}"
-    html = out / "_build" / "html"
-    assert (html / CHAPTER).is_file(), f"{CHAPTER} was not written:\n{log}"
-    return html
 
 
 def _local_target(page: Path, url: str) -> Path:
