@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -50,6 +51,63 @@ def test_commands_outside_the_course_say_where_to_run_them(tmp_path):
         check=False,
     )
     assert result.returncode == 2 and "no course found" in result.stderr
+
+
+@pytest.mark.slow
+def test_check_grades_a_notebook_outside_the_course_from_any_folder(tmp_path):
+    """A student's copy of a notebook, far from the course, checked from its own folder: the course is
+    found from the installed package (an editable install lives in the repository)."""
+    folder = tmp_path / "my work"
+    folder.mkdir()
+    shutil.copy(ROOT / "notebooks" / "04-attention" / "attention.ipynb", folder / "attention.ipynb")
+    result = subprocess.run(
+        [sys.executable, "-m", "transformer_course", "check", "attention.ipynb", "--unsandboxed"],
+        capture_output=True, text=True, cwd=folder, check=False,
+    )
+    assert result.returncode == 1, result.stderr  # 1: not every point (a blank notebook)
+    assert "attention.ipynb (04-attention): 0 / 7 points" in result.stdout
+    assert "`softmax` is not implemented yet" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_check_finds_the_course_beside_the_notebook_first(tmp_path, monkeypatch):
+    from transformer_course.grading.course import find_course_for
+
+    course = tmp_path / "course"
+    (course / "autograder").mkdir(parents=True)
+    (course / "autograder" / "nbgrader_config.py").write_text("")
+    (course / "solutions").mkdir()
+    (course / "notebooks" / "04-attention").mkdir(parents=True)
+    notebook = course / "notebooks" / "04-attention" / "attention.ipynb"
+    monkeypatch.chdir(tmp_path)
+    assert find_course_for(notebook) == course.resolve()  # not the installed package's course
+    assert find_course_for(tmp_path / "x.ipynb") == ROOT  # nothing near: the installed package's
+
+
+def test_check_says_where_it_looked_when_no_course_is_found(tmp_path, monkeypatch):
+    from transformer_course.grading.course import find_course_for
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as error:
+        find_course_for(tmp_path / "attention.ipynb", package=tmp_path / "site-packages" / "transformer_course")
+    message = str(error.value)
+    assert message.startswith(f"no course found for {tmp_path / 'attention.ipynb'}")
+    assert "the working directory" in message and "pip install -e" in message
+
+
+def test_the_notebook_s_last_cell_checks_only_in_jupyter(tmp_path, monkeypatch, capsys):
+    """Run by a program (nbgrader, tests: no Jupyter session for a notebook in the working directory),
+    the last cell says how to check instead of grading the notebook inside its own grading."""
+    from transformer_course.cli import check_notebook
+
+    monkeypatch.chdir(tmp_path)
+    for session in (None, str(ROOT / "notebooks" / "04-attention" / "attention.ipynb")):
+        if session is None:
+            monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+        else:
+            monkeypatch.setenv("JPY_SESSION_NAME", session)  # another folder's notebook
+        check_notebook("attention.ipynb")
+        said = capsys.readouterr().out
+        assert said.startswith("Not run here") and "transformer-course check attention.ipynb" in said
 
 
 def test_find_submissions_layouts(tmp_path):

@@ -12,7 +12,7 @@ from nbclient import NotebookClient
 from course_helpers import ROOT, release_path, solution_path
 from transformer_course import exercises
 from transformer_course.grading.course import assignments
-from transformer_course.grading.release import release
+from transformer_course.grading.release import RUN_ALL_TAG, registry_problems, release
 
 ASSIGNMENTS = assignments(ROOT)
 
@@ -46,7 +46,8 @@ def test_student_notebooks_are_up_to_date(tmp_path, assignment):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_solution_notebook_runs_top_to_bottom(assignment):
+def test_solution_notebook_runs_top_to_bottom(assignment, monkeypatch):
+    _without_jupyter_session(monkeypatch)
     nb = nbformat.read(solution_path(assignment), as_version=4)
     start = time.perf_counter()
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
@@ -57,13 +58,46 @@ def test_solution_notebook_runs_top_to_bottom(assignment):
     assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
 
 
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_student_notebook_ends_with_how_to_check_it_whole(assignment):
+    """The last section says how to check the whole notebook; its cell names the notebook's own file."""
+    path = release_path(assignment)
+    nb = nbformat.read(path, as_version=4)
+    *_, intro, cell = nb.cells
+    assert intro.metadata.nbgrader.grade_id == "hand_in_intro" and "Save" in intro.source
+    assert f"transformer-course check notebooks/{assignment}/{path.name}" in intro.source
+    assert cell.metadata.nbgrader.grade_id == "hand_in_check" and cell.metadata.nbgrader.locked
+    assert f'check_notebook("{path.name}")' in cell.source
+
+
+def test_release_refuses_a_test_cell_that_would_stop_run_all(tmp_path):
+    """Every test cell carries JupyterLab's `raises-exception` tag: release checks it."""
+    nb = nbformat.read(solution_path("04-attention"), as_version=4)
+    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_softmax"]
+    cell.metadata["tags"].remove(RUN_ALL_TAG)
+    (tmp_path / "solutions" / "04-attention").mkdir(parents=True)
+    nbformat.write(nb, tmp_path / "solutions" / "04-attention" / solution_path("04-attention").name)
+    (problem,) = registry_problems(tmp_path, "04-attention")
+    assert "cell test_softmax: the test cell needs the tag `raises-exception`" in problem and "Run All" in problem
+
+
+def _without_jupyter_session(monkeypatch):
+    """Kernels started here are a program's, as under nbgrader: not JupyterLab's (see cli.check_notebook)."""
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_blank_student_notebook_shows_a_plain_message_per_check(assignment):
-    """What a student sees before writing anything: each check says what to do, no traceback."""
-    nb = nbformat.read(release_path(assignment), as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+def test_blank_student_notebook_shows_a_plain_message_per_check(assignment, monkeypatch):
+    """What a student sees before writing anything, after Run All: each check says what to do, no
+    traceback, and the notebook runs to its last cell. Errors are not allowed, so any cell that raises
+    in a blank notebook must carry the `raises-exception` tag, which nbclient honours as JupyterLab
+    does (Run All would stop at an untagged one)."""
+    _without_jupyter_session(monkeypatch)
+    path = release_path(assignment)
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
     checks = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
     assert checks
     for cell in checks:
@@ -72,3 +106,6 @@ def test_blank_student_notebook_shows_a_plain_message_per_check(assignment):
         shown = "\n".join(error.traceback)
         assert "check failed" in shown
         assert "transformer_course" not in shown and "raise ExerciseFailure" not in shown
+    last = nb.cells[-1]
+    said = "".join(o.get("text", "") for o in last.outputs)
+    assert last.execution_count and "Not run here" in said and f"transformer-course check {path.name}" in said

@@ -51,14 +51,14 @@ def _check(args: argparse.Namespace) -> int:
 
     from .grading.batch import grade_folder
     from .grading.canonical import grade_id_of, read_notebook
-    from .grading.course import assignments, find_course_root
+    from .grading.course import assignments, find_course_for
     from .grading.report import feedback_text
 
-    root = find_course_root()
     notebook = Path(args.notebook)
     if not notebook.is_file():
         print(f"error: {notebook} is not a file", file=sys.stderr)
         return 2
+    root = find_course_for(notebook)
     nb, problem, _ = read_notebook(notebook)
     if nb is None:
         print(f"error: {notebook} cannot be graded: {problem}", file=sys.stderr)
@@ -81,6 +81,46 @@ def _check(args: argparse.Namespace) -> int:
                                  mode=mode, jobs=1, timeout=args.timeout)
     print(feedback_text(assignment, result, name=notebook.name))
     return 0 if result.total == result.max_total else 1
+
+
+def check_notebook(name: str) -> None:
+    """What the last cell of every notebook runs: ``transformer-course check`` on this notebook, as saved.
+
+    It runs only in a kernel that Jupyter started for a notebook in the working directory (JupyterLab
+    names it in ``JPY_SESSION_NAME``), and checks that notebook (``name`` is its name as released). A
+    program that runs the notebook (nbgrader's autograde or Validate, the course's tests) starts its
+    kernel otherwise: there the cell only says how to run the check, instead of grading the notebook
+    inside its own grading. Without a sandbox on this machine the check runs without one: it is the
+    student's own code.
+    """
+    import os
+    import subprocess
+    import time
+
+    session = Path(os.environ.get("JPY_SESSION_NAME") or "nothing")
+    command = f"transformer-course check {name}"
+    if session.suffix != ".ipynb" or session.parent.resolve() != Path.cwd().resolve():
+        print(f"Not run here: this cell checks the notebook when you run it yourself in Jupyter. "
+              f"In a terminal, in the notebook's folder: {command}")
+        return
+    notebook = session if session.is_file() else Path(name)
+    if not notebook.is_file():
+        print(f"error: {notebook.name} is not in {Path.cwd()}: save the notebook, then run this cell again, "
+              f"or run in a terminal: transformer-course check <your notebook>")
+        return
+    from .grading.sandbox import sandbox_problem
+
+    arguments = [sys.executable, "-m", "transformer_course", "check", notebook.name]
+    if sandbox_problem():
+        arguments.append("--unsandboxed")
+        print(f"No sandbox on this machine ({sandbox_problem()}), so your code runs without one: it is your own.")
+    saved = notebook.stat().st_mtime
+    ago = max(0, round(time.time() - saved))
+    print(f"Checking {notebook.name} as saved at {time.strftime('%H:%M:%S', time.localtime(saved))} "
+          f"({f'{ago} s' if ago < 120 else f'{ago // 60} min'} ago: changes made since are not checked), "
+          "hidden checks included...", flush=True)
+    run = subprocess.run(arguments, capture_output=True, text=True, check=False)
+    print(run.stdout + run.stderr, end="")
 
 
 def exercises_of(assignment: str):

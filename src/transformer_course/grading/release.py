@@ -1,7 +1,8 @@
 """``transformer-course release``: generate the student notebooks in notebooks/ from solutions/.
 
 Before generating, the solution notebooks are checked against the exercise registry, so the
-points, the grade_ids and the names of the functions exist in one place and agree everywhere.
+points, the grade_ids and the names of the functions exist in one place and agree everywhere, and
+every test cell carries the tag that lets JupyterLab's Run All go past it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import nbformat
 
 from .. import exercises
 from .course import assignments, load_config, nbgrader_api, sqlite_url
+
+# JupyterLab's cell tag for "this cell is expected to raise": Run All goes on past it. A check cell
+# raises until its exercise is done, so every test cell carries it (nbgrader still scores the error 0).
+RUN_ALL_TAG = "raises-exception"
 
 
 def registry_problems(root: Path, assignment: str) -> list[str]:
@@ -43,6 +48,11 @@ def registry_problems(root: Path, assignment: str) -> list[str]:
             if float(meta.get("points", -1)) != float(exercise.points):
                 problems.append(
                     f"{where}: {meta.get('points')} points in the notebook, {exercise.points} in the registry"
+                )
+            if RUN_ALL_TAG not in cell.metadata.get("tags", []):
+                problems.append(
+                    f"{where}: the test cell needs the tag `{RUN_ALL_TAG}` (in metadata.tags): it raises until its "
+                    "exercise is done, and without the tag JupyterLab's Run All stops there"
                 )
             fn = exercise.function
             wanted = [rf'{fn}\s*=\s*grade\(\s*"{fn}"\s*,\s*globals\(\)\s*\)', rf'check\(\s*"{fn}"\s*,\s*{fn}\s*\)']
