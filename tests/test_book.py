@@ -14,11 +14,13 @@ small. Skip with `pytest -m "not slow"`.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTER = "book/04-attention.html"
@@ -89,3 +91,108 @@ def test_pages_load_nothing_from_the_network(built_html: Path, page_name: str) -
     remote = [url for url in assets if urlsplit(url).scheme in {"http", "https"}
               or url.startswith("//")]
     assert not remote, f"{page_name} loads assets from the network: {remote}"
+
+
+# --------------------------------------------------------------------------------------------
+# The way from a chapter to its exercises (book/_ext/exercise_box.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _extension(name: str):
+    """A local Sphinx extension of the book, imported from book/_ext by path."""
+    spec = importlib.util.spec_from_file_location(f"book_ext_{name}", REPO / "book" / "_ext" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _folder(chapter: str) -> str:
+    """book/04-attention.html -> 04-attention, the chapter's folder under notebooks/."""
+    return Path(chapter).stem
+
+
+def test_launch_links_are_off_by_default() -> None:
+    """The committed _config.yml configures no launch service: the default book stays offline."""
+    config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
+    box = _extension("exercise_box")
+    links = box.launch_links(config.get("launch_buttons") or {}, (config.get("repository") or {}).get("url", ""),
+                             "main", "notebooks/04-attention/attention.ipynb")
+    assert links == [], f"launch links in the default build: {links}"
+
+
+def test_launch_links_open_the_student_notebook() -> None:
+    box = _extension("exercise_box")
+    launch = {"jupyterhub_url": "https://hub.example.edu/", "binderhub_url": "https://mybinder.org",
+              "colab_url": "https://colab.research.google.com"}
+    links = dict(box.launch_links(launch, "https://github.com/org/course.git", "main",
+                                  "notebooks/04-attention/attention.ipynb"))
+    assert links["JupyterHub"] == (
+        "https://hub.example.edu/hub/user-redirect/git-pull?repo=https%3A//github.com/org/course"
+        "&branch=main&urlpath=lab/tree/course/notebooks/04-attention/attention.ipynb")
+    assert links["Binder"] == ("https://mybinder.org/v2/gh/org/course/main"
+                               "?urlpath=lab/tree/notebooks/04-attention/attention.ipynb")
+    assert links["Colab"] == ("https://colab.research.google.com/github/org/course/blob/main/"
+                              "notebooks/04-attention/attention.ipynb")
+
+
+def test_a_launch_link_needs_the_repository() -> None:
+    box = _extension("exercise_box")
+    with pytest.raises(Exception, match="repository.url"):
+        box.launch_links({"binderhub_url": "https://mybinder.org"}, "", "main", "notebooks/x/x.ipynb")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_chapter_has_its_exercise_box(chapter: str) -> None:
+    """Each chapter page places the box of its own notebook, and the notebook describes every
+    exercise the registry lists for it (the box reads names and points from the registry, and
+    signatures and summaries from the notebook's answer cells)."""
+    from transformer_course.exercises import for_assignment
+
+    folder = _folder(chapter)
+    source = (REPO / chapter).with_suffix(".md").read_text(encoding="utf-8")
+    assert f"```{{exercises}} {folder}\n" in source, f"{chapter}: no exercises box for {folder}"
+    box = _extension("exercise_box")
+    notebook = box.find_notebook(REPO, "notebooks", folder)
+    answers = box.describe_answers(notebook)
+    for exercise in for_assignment(folder):
+        signature, summary = answers.get(exercise.function, ("", ""))
+        assert signature.startswith(f"{exercise.function}("), (
+            f"{notebook.name}: no answer cell defines {exercise.function}")
+        assert summary, f"{notebook.name}: {exercise.function} has no docstring to show in the box"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_pages_serve_their_notebook(built_html: Path, chapter: str) -> None:
+    """The box links to the notebook copied into the build, byte for byte the committed one."""
+    from transformer_course.exercises import for_assignment
+
+    folder = _folder(chapter)
+    page = built_html / chapter
+    text = page.read_text(encoding="utf-8")
+    links = [href for href in re.findall(r'<a\b[^>]*\bhref="([^"]+\.ipynb)"', text)]
+    ours = [href for href in links if f"notebooks/{folder}/" in href]
+    assert ours, f"{chapter} links no notebook of notebooks/{folder}/ (found {links})"
+    for href in ours:
+        served = _local_target(page, href)
+        committed = REPO / "notebooks" / folder / served.name
+        assert served.is_file(), f"{href} is linked from {chapter} but not in the build"
+        assert served.read_bytes() == committed.read_bytes(), f"{served} differs from {committed}"
+    for exercise in for_assignment(folder):
+        assert f"{exercise.function}(" in text, f"{chapter}: the exercises box does not name {exercise.function}"
+    assert "_sources/" not in text, f"{chapter} still offers its MyST source for download"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_figures_have_captions_and_descriptions(built_html: Path, chapter: str) -> None:
+    text = (built_html / chapter).read_text(encoding="utf-8")
+    figures = re.findall(r"<figure\b.*?</figure>", text, re.DOTALL)
+    images = IMG_SRC.findall(text)
+    assert len(figures) == len([src for src in images if src.endswith(".png")]), (
+        f"{chapter}: every figure drawn at build time should be a captioned <figure>")
+    for figure in figures:
+        assert "<figcaption>" in figure, f"{chapter}: a figure without a caption"
+        alt = re.search(r'<img\b[^>]*\balt="([^"]*)"', figure).group(1)
+        assert len(alt.split()) >= 5 and not alt.endswith(".png"), f"{chapter}: alt text {alt!r}"
+        assert 'class="figure-full-size' in figure, f"{chapter}: a figure without its full-size link"

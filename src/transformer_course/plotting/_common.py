@@ -29,3 +29,18 @@ def annotate_cells(ax: Axes, values: np.ndarray, fmt: str, light_text: Callable[
             continue
         ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=fontsize,
                 color="white" if light_text(value) else "black")
+
+
+# The book shows figures in a text column about 690 px wide on a laptop, and saves them at 100 dpi:
+# a figure up to COLUMN_WIDTH inches wide is shown at (nearly) the size it was drawn at, so its
+# text keeps its size. Wider figures are shrunk until their numbers cannot be read; the helpers
+# therefore keep their figures this narrow, putting panels in rows of a grid rather than one long
+# row. (On a phone every figure is shrunk; a click opens it full size.)
+COLUMN_WIDTH = 7.0
+
+
+def grid_shape(n_panels: int, panel_width: float, max_width: float = COLUMN_WIDTH) -> tuple[int, int]:
+    """``(rows, columns)`` for ``n_panels`` panels about ``panel_width`` inches wide each: as many
+    columns as fit in ``max_width`` (at least one), and as few rows as that allows."""
+    columns = max(1, min(n_panels, int(max_width // panel_width)))
+    return -(-n_panels // columns), columns

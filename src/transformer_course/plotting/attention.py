@@ -242,20 +242,21 @@ def plot_dot_product_variance(
 
 
 def plot_softmax_saturation(result: SaturationResult, axes: Sequence[Axes] | None = None) -> Figure:
-    """Two panels: the largest weight and the entropy of a row, against ``d_k``.
+    """Two panels, one above the other: the largest weight and the entropy of a row, against ``d_k``.
 
     Without scaling the softmax saturates as ``d_k`` grows (largest weight → 1,
     entropy → 0); with the 1/√d_k scaling both stay where they started.
 
     Args:
         result: what :func:`softmax_saturation` returned.
-        axes: two Axes to draw on; a new 1 x 2 figure is made when ``None``.
+        axes: two Axes to draw on; a new 2 x 1 figure (one above the other) is made when ``None``.
 
     Returns:
         The Figure drawn on.
     """
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+        # one above the other: both panels share the d_k axis, and each keeps the column's width
+        fig, axes = plt.subplots(2, 1, figsize=(6.4, 7.0), layout="constrained", sharex=True)
     else:
         fig = axes[0].figure
     ax_max, ax_ent = axes
@@ -289,5 +290,5 @@ def plot_softmax_saturation(result: SaturationResult, axes: Sequence[Axes] | Non
         ax.set_xlabel("$d_k$")
         ax.grid(True, alpha=0.3)
         ax.legend(loc="center right")
-    fig.suptitle(f"Softmax over {result.n_keys} keys with random unit-variance queries and keys")
+    fig.suptitle(f"Softmax over {result.n_keys} keys with random unit-variance\nqueries and keys")
     return fig

@@ -28,7 +28,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from transformer_course.embeddings import embed_tokens
-from transformer_course.plotting._common import annotate_cells, to_numpy
+from transformer_course.plotting._common import COLUMN_WIDTH, annotate_cells, to_numpy
 from transformer_course.positional import sinusoidal_encoding
 from transformer_course.tokenizer import N_BYTES, learn_bpe, merge_pair, pre_tokenize
 
@@ -366,7 +366,7 @@ def plot_one_hot_lookup(
     one_hot[np.arange(len(ids)), ids] = 1.0
     rows = one_hot @ t
     fig, axes = plt.subplots(
-        1, 3, figsize=(11, 0.9 + 0.33 * vocab), layout="constrained",
+        1, 3, figsize=(COLUMN_WIDTH, 1.0 + 0.3 * vocab), layout="constrained",
         gridspec_kw={"width_ratios": [vocab, d, d]},
     )
     low, high = float(t.min()), float(t.max())
@@ -414,13 +414,16 @@ def plot_similarity_matrix(
         raise ValueError(f"similarity of shape {s.shape} does not fit {len(labels)} labels")
     n = len(labels)
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.8 + 0.55 * n, 1.0 + 0.5 * n), layout="constrained")
+        cell = min(0.5, (COLUMN_WIDTH - 2.0) / n)  # inches per cell: the figure fits the column
+        _, ax = plt.subplots(figsize=(2.0 + cell * n, 1.2 + cell * n), layout="constrained")
     image = ax.imshow(s, cmap="RdBu", vmin=-1.0, vmax=1.0)
     ax.set_xticks(range(n), labels, rotation=60, ha="left", rotation_mode="anchor")
     ax.set_yticks(range(n), labels)
     ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
     if annotate:
-        annotate_cells(ax, s, "{:.2f}", light_text=lambda value: abs(value) > 0.6, fontsize=7)
+        # two decimals while they fit in a cell; one for a big matrix, whose cells are small
+        annotate_cells(ax, s, "{:.2f}" if n <= 10 else "{:.1f}",
+                       light_text=lambda value: abs(value) > 0.6, fontsize=7.5)
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label="cosine similarity", shrink=0.8)
     if title is not None:

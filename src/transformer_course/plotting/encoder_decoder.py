@@ -41,6 +41,7 @@ from transformer_course.exercises.ch07_encoder_decoder import (
 )
 from transformer_course.model import Encoder, TransformerConfig
 
+from ._common import COLUMN_WIDTH
 from .attention import plot_attention
 
 __all__ = [
@@ -161,7 +162,7 @@ def plot_add_and_norm(axes: Sequence[Axes] | None = None) -> Figure:
         The Figure, two panels: post-LN on the left, pre-LN on the right.
     """
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.6), layout="constrained")
+        fig, axes = plt.subplots(1, 2, figsize=(COLUMN_WIDTH, 4.4), layout="constrained")
     fig = axes[0].figure
     for ax, pre in zip(axes, (False, True)):
         ax.set_xlim(0, 6)
@@ -169,7 +170,7 @@ def plot_add_and_norm(axes: Sequence[Axes] | None = None) -> Figure:
         ax.axis("off")
         colour = PRE_LN_COLOUR if pre else POST_LN_COLOUR
         ax.text(3, 7.7, "pre-LN: x + Sublayer(LayerNorm(x))" if pre else "post-LN: LayerNorm(x + Sublayer(x))",
-                ha="center", va="center", fontsize=11, color=colour, fontweight="bold")
+                ha="center", va="center", fontsize=9.5, color=colour, fontweight="bold")
         ax.text(3, 0.3, "x", ha="center", va="center", fontsize=12)
         if pre:
             _box(ax, 3, 2.4, "LayerNorm", "#eeeeee")
@@ -247,9 +248,9 @@ def layer_statistics(norm_first: bool, n_layers: int = 12, d_model: int = 32, se
 
 
 def plot_layer_statistics(post: LayerStatistics, pre: LayerStatistics, axes: Sequence[Axes] | None = None) -> Figure:
-    """Gradient norm per layer (left) and size of the residual stream (right), post- vs pre-LN."""
+    """Gradient norm per layer (top) and size of the residual stream (bottom), post- vs pre-LN."""
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+        fig, axes = plt.subplots(2, 1, figsize=(6.4, 6.8), layout="constrained")
     fig = axes[0].figure
     n = len(post.gradient_norm)
     layers = np.arange(1, n + 1)
@@ -304,18 +305,18 @@ def plot_decoding_step(src_words: Sequence[str], prefix_words: Sequence[str], pr
         top: how many of the most likely tokens to show.
 
     Returns:
-        The Figure: the diagram on the left, the probabilities on the right.
+        The Figure: the diagram below, the probabilities it ends in above it (data flows upwards).
     """
-    fig = plt.figure(figsize=(11, 5.6), layout="constrained")
-    grid = fig.add_gridspec(1, 2, width_ratios=[2.3, 1])
-    ax = fig.add_subplot(grid[0])
-    bars = fig.add_subplot(grid[1])
+    fig = plt.figure(figsize=(COLUMN_WIDTH, 7.8), layout="constrained")
+    grid = fig.add_gridspec(2, 1, height_ratios=[1.15, 4])
+    bars = fig.add_subplot(grid[0])
+    ax = fig.add_subplot(grid[1])
     ax.set_xlim(0, 10)
-    ax.set_ylim(0, 10.4)
+    ax.set_ylim(-0.9, 10.4)
     ax.axis("off")
 
     # The encoder: once per sentence.
-    ax.text(2.4, 10.1, "encoder: runs once", ha="center", fontsize=10, color="#2a5d8f", fontweight="bold")
+    ax.text(2.4, -0.55, "encoder: runs once", ha="center", fontsize=10, color="#2a5d8f", fontweight="bold")
     _box(ax, 2.4, 0.6, "source: " + " ".join(src_words), "white", width=3.6)
     _box(ax, 2.4, 2.0, "embed · √d_model + positions", ENCODER_COLOUR, width=3.6)
     _box(ax, 2.4, 4.6, "self-attention + add & norm\nfeed-forward + add & norm\n× N layers", ENCODER_COLOUR,
@@ -325,7 +326,7 @@ def plot_decoding_step(src_words: Sequence[str], prefix_words: Sequence[str], pr
         _arrow(ax, (2.4, y0), (2.4, y1))
 
     # The decoder: once per generated token, on the whole prefix.
-    ax.text(7.4, 10.1, "decoder: runs once per token", ha="center", fontsize=10, color="#a0522d",
+    ax.text(7.4, -0.55, "decoder: runs once per token", ha="center", fontsize=10, color="#a0522d",
             fontweight="bold")
     _box(ax, 7.4, 0.6, "so far: " + " ".join(prefix_words), "white", width=3.8)
     _box(ax, 7.4, 2.0, "embed · √d_model + positions", DECODER_COLOUR, width=3.8)
@@ -341,7 +342,7 @@ def plot_decoding_step(src_words: Sequence[str], prefix_words: Sequence[str], pr
     # The memory feeds every decoder layer's cross-attention: keys and values.
     _arrow(ax, (4.2, 7.6), (5.5, 4.5), colour="#2a5d8f", connection="arc3,rad=-0.25", linewidth=1.6)
     ax.text(5.05, 6.85, "keys and\nvalues", color="#2a5d8f", fontsize=9, ha="left", va="center")
-    _arrow(ax, (9.3, 8.5), (10.0, 8.5), linewidth=1.6)
+    _arrow(ax, (7.4, 8.9), (7.4, 10.4), linewidth=1.6)  # up into the probabilities
 
     words, values = _top(probs, vocab, top)
     _bars(bars, words, values, f"next token after “{' '.join(prefix_words)}”")
@@ -358,9 +359,13 @@ def plot_greedy_steps(steps: Sequence[tuple[Sequence[str], torch.Tensor]], vocab
         vocab: the target vocabulary, by id.
         top: how many tokens each chart shows.
     """
-    fig, axes = plt.subplots(1, len(steps), figsize=(2.7 * len(steps), 2.6), layout="constrained",
-                             sharex=True, squeeze=False)
-    for ax, (prefix, probs) in zip(axes[0], steps):
+    columns = min(len(steps), 2)  # two charts to a row: each keeps room for its words
+    rows = -(-len(steps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(COLUMN_WIDTH if columns > 1 else 3.6, 2.4 * rows),
+                             layout="constrained", sharex=True, squeeze=False)
+    for ax in axes.flat[len(steps):]:
+        ax.remove()  # the empty place of an odd number of steps
+    for ax, (prefix, probs) in zip(axes.flat, steps):
         words, values = _top(probs, vocab, top)
         _bars(ax, words, values, " ".join(prefix) + " →")
     return fig
@@ -410,7 +415,7 @@ def plot_beam_tree(model: TableModel, words: Sequence[str], table: int = 1, widt
             y_of[prefix] = float(np.mean(children))
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 0.55 * len(leaves) + 1.2), layout="constrained")
+        _, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.62 * len(leaves) + 1.3), layout="constrained")
     greedy_path = {tuple(greedy[: i + 1]) for i in range(len(greedy))}
     beam_path = {tuple(beam_plain[: i + 1]) for i in range(len(beam_plain))}
 
@@ -437,12 +442,12 @@ def plot_beam_tree(model: TableModel, words: Sequence[str], table: int = 1, widt
             if list(prefix) == beam_normed:
                 notes.append(f"beam (width {width}, α = 1)")
             score = math.log(p) / length_penalty(n, 1.0)
-            ax.text(5.4, y, f"p = {p:.3f}   log p / lp = {score:.3f}   " + ", ".join(notes),
+            ax.text(4.75, y, f"p = {p:.3f}, log p / lp = {score:.3f}" + ("\n" + ", ".join(notes) if notes else ""),
                     va="center", fontsize=8.5, fontweight="bold" if notes else "normal")
-    ax.set_xlim(-0.5, 10.0)
+    ax.set_xlim(-0.5, 8.4)
     ax.set_ylim(-len(leaves) + 0.5, 0.8)
     ax.axis("off")
-    ax.set_title("Hypotheses for “how are you?” (step probabilities on the edges); "
+    ax.set_title("Hypotheses for “how are you?” (step probabilities on the edges)\n"
                  "lp = ((5 + n) / 6)^α with α = 1, n = tokens after <start>", fontsize=10)
     return ax
 
@@ -495,12 +500,18 @@ def plot_cross_attention(weights: torch.Tensor, src_words: Sequence[str], predic
     w = weights.detach().cpu().double()
     heads = w.shape[0]
     panels = [(w[h], f"head {h}") for h in range(heads)] + [(w.mean(0), "average of the heads")]
+    columns = min(len(panels), 2)  # two heatmaps to a row: their numbers stay readable
     if axes is None:
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.3), layout="constrained")
+        rows = -(-len(panels) // columns)
+        fig, grid = plt.subplots(rows, columns, figsize=(COLUMN_WIDTH, 2.9 * rows), layout="constrained",
+                                 squeeze=False)
+        for ax in grid.flat[len(panels):]:
+            ax.remove()  # the empty place of an odd number of panels
+        axes = list(grid.flat)
     fig = axes[0].figure
     rows = [f"→ {word}" for word in predicted_words]
     for i, (ax, (matrix, title)) in enumerate(zip(axes, panels)):
         plot_attention(matrix, rows, list(src_words), ax=ax, title=title, colorbar=i == len(panels) - 1)
         ax.set_xlabel("source word (key)")
-        ax.set_ylabel("step that produced" if i == 0 else "")
+        ax.set_ylabel("step that produced" if i % columns == 0 else "")
     return fig

@@ -20,6 +20,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ._common import COLUMN_WIDTH
 from .attention import plot_attention
 
 # Pale grey for "blocked", a clear blue for "may attend": the same in every mask figure.
@@ -90,12 +91,20 @@ def plot_mask(
     if title is not None:
         ax.set_title(title)
     if legend:
-        ax.legend(
-            handles=[Patch(color=ALLOWED_COLOUR, label="True: may attend"),
-                     Patch(color=BLOCKED_COLOUR, label="False: blocked")],
-            loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
-        )
+        ax.legend(handles=_legend_handles(), loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return ax
+
+
+def _legend_handles() -> list[Patch]:
+    return [Patch(color=ALLOWED_COLOUR, label="True: may attend"),
+            Patch(color=BLOCKED_COLOUR, label="False: blocked")]
+
+
+def _small_labels(ax: Axes, size: float = 8.5) -> None:
+    """Smaller tick labels, for panels that share the column with others; the keys' labels slant,
+    so that long tokens such as <pad> do not run into each other."""
+    ax.tick_params(axis="both", which="major", labelsize=size)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="left", rotation_mode="anchor")
 
 
 def plot_masks(
@@ -105,7 +114,7 @@ def plot_masks(
     key_labels: Sequence[str] | Sequence[Sequence[str]] | None = None,
     suptitle: str | None = None,
 ) -> Figure:
-    """Several masks side by side, one panel each (see :func:`plot_mask`).
+    """Several masks side by side, one panel each (see :func:`plot_mask`), with one legend below.
 
     Args:
         masks: bool ``(L, S)`` masks; they may differ in size.
@@ -123,15 +132,18 @@ def plot_masks(
     per_panel_k = _per_panel(key_labels, len(masks))
     widths = [np.shape(m)[-1] for m in masks]
     height = max(np.shape(m)[-2] for m in masks)
+    cell = min(0.5, (COLUMN_WIDTH - 1.2 - 0.7 * len(masks)) / sum(widths))  # inches per cell
     fig, axes = plt.subplots(
-        1, len(masks), figsize=(1.6 + 0.55 * sum(widths) + 1.2 * len(masks), 1.2 + 0.5 * height),
+        1, len(masks), figsize=(1.2 + cell * sum(widths) + 0.7 * len(masks), 1.9 + cell * height),
         layout="constrained", gridspec_kw={"width_ratios": widths}, squeeze=False,
     )
     for i, (ax, mask, title) in enumerate(zip(axes[0], masks, titles)):
-        plot_mask(mask, per_panel_q[i], per_panel_k[i], ax=ax, title=title,
-                  legend=i == len(masks) - 1)
+        plot_mask(mask, per_panel_q[i], per_panel_k[i], ax=ax)
+        ax.set_title(title, fontsize=10)
+        _small_labels(ax)
         if i > 0:
             ax.set_ylabel("")
+    fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=2, frameon=False)
     if suptitle is not None:
         fig.suptitle(suptitle)
     return fig
@@ -159,21 +171,24 @@ def plot_mask_grid(
     """
     n_rows, n_cols = len(grid), len(grid[0])
     size = max(np.shape(m)[-1] for row in grid for m in row)
+    cell = min(0.5, (COLUMN_WIDTH - 1.4 - 0.6 * n_cols) / (n_cols * size))  # inches per cell
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(1.0 + n_cols * (1.4 + 0.5 * size), 0.4 + n_rows * (1.1 + 0.5 * size)),
+        n_rows, n_cols, figsize=(1.4 + n_cols * (0.6 + cell * size), 0.9 + n_rows * (0.6 + cell * size)),
         layout="constrained", squeeze=False,
     )
     for r in range(n_rows):
         for c in range(n_cols):
             ax = axes[r][c]
-            plot_mask(grid[r][c], row_labels[r], row_labels[r], ax=ax,
-                      title=column_titles[c] if r == 0 else None, legend=(r == 0 and c == n_cols - 1))
-            if r > 0:
-                ax.set_xlabel("")
+            plot_mask(grid[r][c], row_labels[r], row_labels[r], ax=ax)
+            _small_labels(ax)
+            if r == 0:
+                ax.set_title(column_titles[c], fontsize=10)
+            ax.set_xlabel("")
             if c > 0:
                 ax.set_ylabel("")
             elif row_titles is not None:
-                ax.set_ylabel(f"{row_titles[r]}\n\nquery (attending)")
+                ax.set_ylabel(f"{row_titles[r]}: query", fontsize=9)
+    fig.legend(handles=_legend_handles(), loc="outside lower center", ncols=2, frameon=False)
     return fig
 
 
@@ -184,7 +199,7 @@ def plot_attention_row(
     key_labels: Sequence[str],
     suptitle: str | None = None,
 ) -> Figure:
-    """Attention weight matrices side by side (chapter 4's heatmap), one colour bar for all.
+    """Attention weight matrices (chapter 4's heatmap), two to a row, one colour bar for all.
 
     Args:
         weights: ``(L, S)`` weight matrices with the same labels, e.g. the same sentence
@@ -198,11 +213,17 @@ def plot_attention_row(
     """
     n = len(weights)
     n_queries, n_keys = np.shape(weights[0])[-2:]
-    fig, axes = plt.subplots(1, n, figsize=(1.2 + n * (0.6 + 0.65 * n_keys), 1.0 + 0.65 * n_queries),
+    # two panels to a row at most, so that the weights written in the cells stay readable
+    columns = min(n, 2)
+    rows = -(-n // columns)
+    width = min((COLUMN_WIDTH - 0.6) / columns, 0.5 * n_keys + 1.5)
+    fig, grid = plt.subplots(rows, columns, figsize=(width * columns + 0.6, rows * (0.4 * n_queries + 1.3)),
                              layout="constrained", squeeze=False)
-    for i, (ax, w, title) in enumerate(zip(axes[0], weights, titles)):
+    for ax in grid.flat[n:]:
+        ax.remove()  # the empty place of an odd number of panels
+    for i, (ax, w, title) in enumerate(zip(grid.flat, weights, titles)):
         plot_attention(w, query_labels, key_labels, ax=ax, title=title, colorbar=i == n - 1)
-        if i > 0:
+        if i % columns:
             ax.set_ylabel("")
     if suptitle is not None:
         fig.suptitle(suptitle)

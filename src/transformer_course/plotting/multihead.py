@@ -22,6 +22,7 @@ import torch
 from matplotlib.figure import Figure
 
 from transformer_course.multihead import split_heads
+from transformer_course.plotting._common import COLUMN_WIDTH
 from transformer_course.plotting.attention import plot_attention
 
 # One colour per head, used in every figure of chapter 5 so the reader learns them once.
@@ -136,7 +137,7 @@ def plot_head_maps(
     suptitle: str | None = None,
     annotate: bool = True,
 ) -> Figure:
-    """Several attention maps side by side, one per head, on the same colour scale.
+    """Several attention maps, one per head, two to a row, on the same colour scale.
 
     Args:
         weights: ``(heads, L, S)``, e.g. ``weights[0]`` of a ``MultiHeadAttention`` output
@@ -144,7 +145,7 @@ def plot_head_maps(
             and a one-head model for comparison).
         query_labels, key_labels: ``L`` and ``S`` labels.
         titles: one title per map; ``"head 0"``, ``"head 1"``, ... when ``None``.
-        axes: as many Axes as maps; a new 1-row figure is made when ``None``.
+        axes: as many Axes as maps; a new figure, two maps to a row, is made when ``None``.
         suptitle: a title over the whole figure.
         annotate: write each weight in its cell.
 
@@ -160,16 +161,24 @@ def plot_head_maps(
     if len(titles) != n_maps:
         raise ValueError(f"{n_maps} maps but {len(titles)} titles")
     if axes is None:
-        width = 0.65 * n_keys + 1.4
-        fig, axes = plt.subplots(1, n_maps, figsize=(width * n_maps + 1.0, 0.55 * n_queries + 1.6),
+        # two maps to a row at most: three maps of six words side by side would be shrunk until
+        # their numbers cannot be read
+        columns = min(n_maps, 2)
+        rows = -(-n_maps // columns)
+        width = min((COLUMN_WIDTH - 0.6) / columns, 0.5 * n_keys + 1.5)
+        fig, grid = plt.subplots(rows, columns, figsize=(width * columns + 0.6, rows * (0.4 * n_queries + 1.3)),
                                  layout="constrained", squeeze=False)
-        axes = axes[0]
+        for ax in grid.flat[n_maps:]:
+            ax.remove()  # the empty place of an odd number of maps
+        axes = list(grid.flat[:n_maps])
+        first_column = {h for h in range(n_maps) if h % columns == 0}
     else:
         fig = axes[0].figure
+        first_column = {0}
     for h, (ax, title) in enumerate(zip(axes, titles)):
         plot_attention(w[h], query_labels, key_labels, ax=ax, title=title, annotate=annotate,
                        colorbar=h == n_maps - 1)
-        if h > 0:
+        if h not in first_column:
             ax.set_ylabel("")
     if suptitle is not None:
         fig.suptitle(suptitle)
@@ -192,7 +201,7 @@ def plot_projection_blocks(
     Args:
         state: a ``MultiHeadAttention`` state dict (``module.state_dict()``).
         n_heads: the number of heads.
-        axes: four Axes; a new 1 x 4 figure is made when ``None``.
+        axes: four Axes; a new 2 x 2 figure is made when ``None``.
         annotate: write the non-zero weights in their cells; ``None`` does so for sparse
             matrices only (a hand-made toy), where the numbers are few and readable.
 
@@ -205,7 +214,8 @@ def plot_projection_blocks(
     d_model = mats[0].shape[0]
     d_head = d_model // n_heads
     if axes is None:
-        fig, axes = plt.subplots(1, 4, figsize=(14, 4.0), layout="constrained")
+        fig, grid = plt.subplots(2, 2, figsize=(COLUMN_WIDTH, 7.6), layout="constrained")
+        axes = list(grid.flat)
     else:
         fig = axes[0].figure
     symbols = ("$W^Q$", "$W^K$", "$W^V$", "$W^O$")
@@ -217,7 +227,7 @@ def plot_projection_blocks(
         if annotate is None and np.count_nonzero(m) <= 3 * m.shape[0] or annotate:
             for i, j in zip(*np.nonzero(m)):
                 colour = "white" if abs(m[i, j]) > 0.6 * limit else "black"
-                ax.text(j, i, f"{m[i, j]:.3g}", ha="center", va="center", fontsize=6,
+                ax.text(j, i, f"{m[i, j]:.3g}", ha="center", va="center", fontsize=7,
                         color=colour)
         for h in range(n_heads):
             colour = HEAD_COLOURS[h % len(HEAD_COLOURS)]
@@ -231,7 +241,7 @@ def plot_projection_blocks(
                 rect = plt.Rectangle((-0.5 + inset, lo), m.shape[1] - 2 * inset,
                                      d_head - 2 * inset, fill=False, lw=2.5, edgecolor=colour)
             ax.add_patch(rect)
-        ax.set_title(f"{symbol}: {name}.weight {m.shape[0]}×{m.shape[1]}")
+        ax.set_title(f"{symbol}: {name}.weight {m.shape[0]}×{m.shape[1]}", fontsize=10)
         ax.set_xlabel("input column" if name != "out_proj" else "column of the merged heads")
         ax.xaxis.set_label_position("top")
         ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)

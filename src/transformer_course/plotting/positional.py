@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from transformer_course.attention import scaled_dot_product_attention
-from transformer_course.plotting._common import to_numpy
+from transformer_course.plotting._common import COLUMN_WIDTH, to_numpy
 from transformer_course.plotting.attention import plot_attention
 from transformer_course.positional import add_positions, permute_positions, position_similarity
 
@@ -92,7 +92,7 @@ def plot_position_waves(
     t = to_numpy(table)
     seq_len, d_model = t.shape
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
+        _, ax = plt.subplots(figsize=(COLUMN_WIDTH, 4.4), layout="constrained")
     positions = np.arange(seq_len)
     for column in columns:
         two_i = column - column % 2
@@ -105,7 +105,8 @@ def plot_position_waves(
     ax.set_ylabel("value")
     ax.set_ylim(-1.15, 1.15)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    # below the plot, in two columns: the waves keep the whole width of the figure
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize=9, frameon=False)
     if title is not None:
         ax.set_title(title)
     return ax

@@ -23,7 +23,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from transformer_course.plotting._common import annotate_cells, to_numpy
+from transformer_course.plotting._common import COLUMN_WIDTH, annotate_cells, to_numpy
 from transformer_course.projections import hard_lookup, soft_lookup
 
 SCORE_CMAP = "RdBu_r"  # diverging: 0 is white, positive red, negative blue
@@ -141,16 +141,19 @@ def plot_token_matrices(
     panels: Sequence[tuple[str, torch.Tensor | np.ndarray, Sequence[str]]],
     tokens: Sequence[str],
     annotate: bool = True,
+    per_row: int = 2,
 ) -> Figure:
-    """Several matrices with one row per token side by side, e.g. X, Q, K and V.
+    """Several matrices with one row per token, e.g. X, Q, K and V, in rows of ``per_row``.
 
     Each panel has its own colour scale, symmetric around 0 (white), so a zero reads as
-    "nothing here" in every panel.
+    "nothing here" in every panel. The first panel of each row names the tokens.
 
     Args:
         panels: ``(title, matrix (seq, columns), column labels)`` for each panel.
         tokens: ``seq`` row labels, shared by all panels.
         annotate: write each non-zero entry in its cell (zeros stay blank).
+        per_row: panels side by side (two keep four panels of six columns readable in the
+            book's column).
 
     Returns:
         The Figure drawn on.
@@ -158,17 +161,23 @@ def plot_token_matrices(
     matrices = [to_numpy(m) for _, m, _ in panels]
     for m, (_, _, columns) in zip(matrices, panels):
         _check_labels(m, tokens, columns)
-    widths = [m.shape[1] for m in matrices]
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(1.2 + 0.55 * sum(widths) + 0.4 * len(panels), 0.9 + 0.45 * len(tokens)),
-        gridspec_kw={"width_ratios": widths}, layout="constrained", squeeze=False,
-    )
-    for ax, m, (title, _, columns) in zip(axes[0], matrices, panels):
-        _heatmap(ax, m, float(np.abs(m).max()) or 1.0, annotate, digits=1, zeros=False)
-        ax.set_xticks(range(m.shape[1]), columns, rotation=60, ha="left", rotation_mode="anchor")
-        ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
-        ax.set_yticks(range(len(tokens)), tokens if ax is axes[0, 0] else [""] * len(tokens))
-        ax.set_title(title, pad=8)
+    rows = [list(range(start, min(start + per_row, len(panels))))
+            for start in range(0, len(panels), per_row)]
+    widest = max(sum(matrices[i].shape[1] for i in row) for row in rows)
+    cell = min(0.5, (COLUMN_WIDTH - 1.2 - 0.5 * per_row) / widest)  # inches per matrix cell
+    row_height = 1.3 + cell * len(tokens)  # the cells, the title and the slanted column labels
+    fig = plt.figure(figsize=(1.2 + cell * widest + 0.5 * per_row, row_height * len(rows)),
+                     layout="constrained")
+    for subfig, row in zip(np.atleast_1d(fig.subfigures(len(rows), 1)), rows):
+        axes = subfig.subplots(1, len(row), squeeze=False,
+                               width_ratios=[matrices[i].shape[1] for i in row])[0]
+        for position, (ax, i) in enumerate(zip(axes, row)):
+            title, m, columns = panels[i][0], matrices[i], panels[i][2]
+            _heatmap(ax, m, float(np.abs(m).max()) or 1.0, annotate, digits=1, zeros=False)
+            ax.set_xticks(range(m.shape[1]), columns, rotation=60, ha="left", rotation_mode="anchor")
+            ax.tick_params(top=True, labeltop=True, bottom=False, labelbottom=False)
+            ax.set_yticks(range(len(tokens)), tokens if position == 0 else [""] * len(tokens))
+            ax.set_title(title, pad=8)
     return fig
 
 
@@ -252,7 +261,8 @@ def plot_lookup_sweep(result: LookupSweep, weights_strength: int = 1) -> Figure:
     Returns:
         The Figure drawn on.
     """
-    fig, (ax_out, ax_w) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    # one above the other: the two panels share their x axis, and each keeps the column's width
+    fig, (ax_out, ax_w) = plt.subplots(2, 1, figsize=(6.6, 7.6), layout="constrained")
     a = result.angles
     ax_out.plot(a, result.hard_output, color=HARD_COLOUR, linewidth=2.5, label="hard lookup")
     greens = plt.get_cmap("Greens")
@@ -339,7 +349,7 @@ def plot_word_in_contexts(
     if x.shape != (len(features),):
         raise ValueError(f"embedding has shape {x.shape}, expected ({len(features)},): one value per feature")
     mosaic = [[f"w{i}" for i in range(len(contexts))], ["features"] * len(contexts)]
-    fig, axes = plt.subplot_mosaic(mosaic, figsize=(5.2 * len(contexts), 7.2), layout="constrained",
+    fig, axes = plt.subplot_mosaic(mosaic, figsize=(COLUMN_WIDTH, 7.6), layout="constrained",
                                    height_ratios=[1, 1.25])
     for i, (context, colour) in enumerate(zip(contexts, CONTEXT_COLOURS)):
         ax = axes[f"w{i}"]
@@ -351,7 +361,8 @@ def plot_word_in_contexts(
                 bar.set_edgecolor("black")
         for j, value in enumerate(w):
             ax.text(j, value + 0.01, f"{value:.2f}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(context.tokens)), context.tokens)
+        ax.set_xticks(range(len(context.tokens)), context.tokens, rotation=35, ha="right",
+                      rotation_mode="anchor")
         ax.set_ylim(0, 1)
         ax.set_ylabel(f'weight from "{word}"')
         ax.set_title(f'"{context.label}"', fontsize=10)
@@ -373,6 +384,6 @@ def plot_word_in_contexts(
     ax.legend(fontsize=8, loc="upper right")
     if len(contexts) == 2:
         similarity = cosine(contexts[0].output, contexts[1].output)
-        ax.set_title(f'"{word}" in two sentences: the same vector goes in (cosine similarity 1.00), '
+        ax.set_title(f'"{word}" in two sentences: the same vector goes in (cosine similarity 1.00),\n'
                      f"different ones come out (cosine similarity {similarity:.2f})", fontsize=10)
     return fig
