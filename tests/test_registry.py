@@ -4,17 +4,23 @@ reference implementation. (Fast: answer cells run as plain Python, no notebooks 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from course_helpers import ROOT, solution_code, solution_module
 from transformer_course import exercises
 from transformer_course.checks import check
 from transformer_course.exercises import ExerciseFailure
+from transformer_course.exercises.compare import normalised
+from transformer_course.exercises.running import with_globals
 from transformer_course.grading import hidden_tests
 from transformer_course.grading.course import assignments
+from transformer_course.grading.hardened import visible_cases
 from transformer_course.grading.hidden import grade
 from transformer_course.grading.release import registry_problems
 
@@ -101,3 +107,42 @@ def test_the_registry_imports_no_reference_module():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]", f"reference modules loaded by the registry: {result.stdout}"
+
+
+def _visible_failure(exercise, fn) -> str | None:
+    """The message of ``fn``'s visible check, as the notebook's check() gives it, with the references
+    of the exercises it builds on in their places (as the grader has them); None if it passes."""
+    isolated = with_globals(fn, {name: hidden_tests.get(name).load_reference() for name in exercise.uses})
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            check(exercise.function, isolated)
+    except ExerciseFailure as failure:
+        return str(failure)
+    return None
+
+
+@pytest.mark.parametrize("exercise", ALL)
+def test_each_typical_mistake_fails_its_own_visible_checks_by_name(exercise):
+    """Every typical mistake in the registry fails its own exercise's visible checks, and the
+    message names it (its hint), or names a mistake the visible inputs cannot tell from it (one
+    whose check fails with the same message, but for the numbers in it). So a student learns their
+    mistake in the notebook, and a new mistake without a visible check that catches it fails here."""
+    mistakes = hidden_tests.get(exercise.function).mistakes
+    messages = [_visible_failure(exercise, m.answer(exercise.function)) for m in mistakes]
+    for mistake, message in zip(mistakes, messages):
+        assert message is not None, f"{exercise.function}: the visible checks let through {mistake.hint!r}"
+        if mistake.hint in message:
+            continue
+        twins = [other.hint for other, theirs in zip(mistakes, messages) if other is not mistake and theirs
+                 and normalised(theirs) == normalised(message) and other.hint in message]
+        assert twins, f"{exercise.function}: the mistake {mistake.hint!r} is not named:\n{message}"
+
+
+def test_visible_and_hidden_cases_have_labels_of_their_own():
+    """A failure on a visible call names the mistake recorded on that call, looked up by its
+    label (in the notebook and inside the grader's sandbox alike): no hidden case may share one."""
+    for exercise in exercises.ALL:
+        visible = {case.label for case in visible_cases(exercise).cases}
+        cases = hidden_tests.get(exercise.function).make_cases(torch.Generator().manual_seed(0))
+        hidden = {case.label for case in cases}
+        assert not visible & hidden, f"{exercise.function}: {sorted(visible & hidden)}"

@@ -166,6 +166,9 @@ class Exercise:
     # Outputs that are integer tensors (indices, as from torch.topk): they must be integer,
     # and are exempt from the rule that outputs come back in the inputs' floating dtype.
     index_outputs: tuple[str, ...] = ()
+    # How a message names one index that differs, in the exercise's terms: ``(place, got, expected)``
+    # -> "row 2: neighbour 1 is token 7, expected token 3" (see compare.index_mismatch).
+    index_words: Callable[[tuple[int, ...], int, int], str] | None = None
     # The function returns plain Python values (lists, dicts, tuples of ints or strings, e.g.
     # token ids or BPE merges), compared with ``==``; messages name the first difference.
     plain_values: bool = False

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from .base import Case, Exercise, ExerciseFailure, Forbidden
-from .compare import expect_close, expect_equal
+from .compare import expect_close, expect_equal, fail, fmt_index, index_mismatch
 from .inputs import randn
 
 ASSIGNMENT = "01-tokens"
@@ -60,10 +60,8 @@ def vocab_visible(call: Callable[..., tuple]) -> int:
     label = "the cat sat on the mat"
     (vocab,) = call(label, tokens)
     if isinstance(vocab, dict) and UNK not in vocab:
-        raise ExerciseFailure(
-            f"the vocabulary has no entry {UNK!r}: start with {{'{UNK}': 0}} and give the "
-            "tokens the ids after it."
-        )
+        fail(f"the vocabulary has no entry {UNK!r}",
+             f"start with {{'{UNK}': 0}} and give the tokens the ids after it.")
     expect_equal(vocab, {UNK: 0, "the": 1, "cat": 2, "mat": 3, "on": 4, "sat": 5},
                   name="vocab", what='build_vocab("the cat sat on the mat".split())',
                   seen=("build_vocab", label, (vocab,)),
@@ -179,9 +177,13 @@ def learn_visible(call: Callable[..., tuple]) -> int:
          [(u, g), (u, n), (h, N_BYTES)],
          "'u' 'g' occurs 20 times, so the first merge is (117, 103) -> 256; then 'u' 'n' (16 "
          "times) -> 257; then 'h' followed by the new token 256 (15 times) -> 258."),
-        (["cd", "ab"], 1, "learn_bpe(['cd', 'ab'], 1)", [(c, d)],
-         "both pairs occur once: the one that appears first in the corpus wins (max over a "
-         "dict filled in order keeps the first of equal counts)."),
+        (["bc", "ab", "cd"], 1, "learn_bpe(['bc', 'ab', 'cd'], 1)", [(b, c)],
+         "the three pairs occur once each: the one that appears first in the corpus wins (max "
+         "over a dict filled in order keeps the first of equal counts), not the smallest (a, b) "
+         "nor the largest (c, d)."),
+        (["ababab", "cd", "cd"], 1, "learn_bpe(['ababab', 'cd', 'cd'], 1)", [(a, b)],
+         "'a' 'b' occurs 3 times (all inside 'ababab'), 'c' 'd' twice: count every occurrence, "
+         "not each pair once per word."),
         (["a", "b", "a", "b", "ab"], 2, "learn_bpe(['a', 'b', 'a', 'b', 'ab'], 2)", [(a, b)],
          "count pairs inside each word only, never across two words: here only 'ab' has a "
          "pair, and after merging it nothing is left, so stop early."),
@@ -237,10 +239,7 @@ def embed_visible(call: Callable[..., tuple]) -> int:
         )
     rows = torch.tensor(HOW_ARE_YOU_ROWS, dtype=torch.float64)
     if torch.allclose(x, rows):
-        raise ExerciseFailure(
-            "you return the rows of the table as they are: multiply them by sqrt(d_model) = "
-            "sqrt(4) = 2."
-        )
+        fail("you return the rows of the table as they are", "multiply them by sqrt(d_model) = sqrt(4) = 2.")
     expect_close(x, rows * 2, what='the vectors of "How are you" (ids [1234, 456, 23])',
                   hint="row i of the result is table[token_ids[i]] * sqrt(d_model), here * 2.",
                   seen=("embed_tokens", label, (x,)))
@@ -292,10 +291,8 @@ def cosine_visible(call: Callable[..., tuple]) -> int:
             + (f"; {hint}" if hint else ".")
         )
     if torch.allclose(s, torch.tensor([[2.0, 0.0, -1.0], [2.0, 3.0, -1.0]], dtype=torch.float64)):  # a @ bᵀ
-        raise ExerciseFailure(
-            "you return the plain dot products a @ bᵀ: divide each by the lengths of the two "
-            "vectors (or scale every vector to length 1 first)."
-        )
+        fail("you return the plain dot products a @ bᵀ = [[2, 0, -1], [2, 3, -1]]",
+             "divide each by the lengths of the two vectors (or scale every vector to length 1 first).")
     r = 1 / math.sqrt(2)
     expect_close(s, [[1.0, 0.0, -1.0], [r, r, -r]],
                   what="cosine_similarity_matrix(a, b) for a = [[1, 0], [1, 1]], "
@@ -308,10 +305,8 @@ def cosine_visible(call: Callable[..., tuple]) -> int:
     label = "a zero vector"
     (s,) = call(label, zero, b[:1])
     if torch.isnan(s).any():
-        raise ExerciseFailure(
-            "a zero vector gives NaN (0 / 0): divide by the length clamped to at least 1e-8, "
-            "norm.clamp_min(1e-8), so that a zero vector has similarity 0 with everything."
-        )
+        fail("a zero vector gives NaN (0 / 0)", "divide by the length clamped to at least 1e-8, "
+             "norm.clamp_min(1e-8), so that a zero vector has similarity 0 with everything.")
     expect_close(s, [[0.0], [0.6]], what="similarities of [0, 0] and [3, 4] with [2, 0]",
                   hint="a zero vector has similarity 0; [3, 4] has length 5, so cos = 6 / (5 * 2).",
                   seen=("cosine_similarity_matrix", label, (s,)))
@@ -359,27 +354,22 @@ def neighbours_visible(call: Callable[..., tuple]) -> int:
             "(2,): one index per neighbour."
         )
     if indices.tolist() == [4, 0]:
-        raise ExerciseFailure(
-            "for the query [1, 0] you return rows [4, 0]: row 4 = [10, 1] has the largest dot "
-            "product only because it is long. Rank by cosine similarity, which ignores length: "
-            "row 0 = [1, 0] points exactly the same way (similarity 1)."
-        )
+        fail("for the query [1, 0] you return rows [4, 0]: row 4 = [10, 1] has the largest dot "
+             "product only because it is long",
+             "rank by cosine similarity, which ignores length: row 0 = [1, 0] points exactly the same "
+             "way (similarity 1).")
     if indices.tolist() == [3, 1]:
-        raise ExerciseFailure(
-            "for the query [1, 0] you return rows [3, 1], the least similar: the nearest "
-            "neighbours have the largest similarities (sort in descending order)."
-        )
+        fail("for the query [1, 0] you return rows [3, 1], the least similar",
+             "the nearest neighbours have the largest similarities (sort in descending order).")
     if indices.tolist() == [0, 2]:
-        raise ExerciseFailure(
-            "for the query [1, 0] you return rows [0, 2]: row 2 = [1, 1] is the nearest by "
-            "Euclidean distance, which depends on the lengths of the vectors. Rank by cosine "
-            "similarity, which ignores length: row 4 = [10, 1] points almost the same way as "
-            "[1, 0] (similarity 0.995), row 2 is 45 degrees away (0.707)."
-        )
+        fail("for the query [1, 0] you return rows [0, 2]: row 2 = [1, 1] is the nearest by Euclidean "
+             "distance, but row 4 = [10, 1] points almost the same way as [1, 0] (similarity 0.995) and "
+             "row 2 is 45 degrees away (0.707)",
+             "rank by cosine similarity, which ignores the lengths of the vectors.")
     seen = ("nearest_neighbours", label, (indices, sims))
-    expect_close(indices, [0, 4], what="indices of the 2 nearest rows to [1, 0]",
-                  hint="row 0 = [1, 0] has similarity 1, row 4 = [10, 1] has 10/sqrt(101) ≈ 0.995.",
-                  seen=seen)
+    _expect_neighbours(indices, [0, 4], what="the 2 nearest rows to [1, 0]",
+                       hint="row 0 = [1, 0] has similarity 1, row 4 = [10, 1] has 10/sqrt(101) ≈ 0.995.",
+                       seen=seen)
     expect_close(sims, [1.0, 10 / math.sqrt(101)], what="similarities of the 2 nearest rows",
                   hint="return the cosine similarities of the neighbours, largest first.", seen=seen)
     queries = torch.tensor([[0.0, 2.0], [-3.0, 0.1], [1.0, 0.9]], dtype=torch.float64)
@@ -391,9 +381,9 @@ def neighbours_visible(call: Callable[..., tuple]) -> int:
             f"similarities {tuple(sims.shape)}, expected (3, 1) each: one row of k neighbours "
             "per query (work along the last dimension)."
         )
-    expect_close(indices, [[1], [3], [2]],
-                  what="the nearest row to each of [0, 2], [-3, 0.1], [1, 0.9]",
-                  seen=("nearest_neighbours", label, (indices, sims)))
+    _expect_neighbours(indices, [[1], [3], [2]], what="the nearest row to each of [0, 2], [-3, 0.1], [1, 0.9]",
+                       hint="rank the rows by cosine similarity with each query, along the last dimension.",
+                       seen=("nearest_neighbours", label, (indices, sims)))
     indices, sims = call("all 5 rows, k = 5", query, table, 5)
     if bool((sims[1:] > sims[:-1] + 1e-12).any()):
         raise ExerciseFailure(
@@ -403,6 +393,20 @@ def neighbours_visible(call: Callable[..., tuple]) -> int:
     return 4
 
 
+def neighbour_words(index: tuple[int, ...], got: int, want: int) -> str:
+    """"row 2: neighbour 1 is token 7, expected token 3": an index of nearest_neighbours' output."""
+    row = "" if len(index) == 1 else f"row {index[0]}: " if len(index) == 2 else f"row {fmt_index(index[:-1])}: "
+    return f"{row}neighbour {index[-1]} is token {got}, expected token {want}"
+
+
+def _expect_neighbours(indices: torch.Tensor, expected: list, *, what: str, hint: str, seen: tuple) -> None:
+    """The neighbours' indices equal ``expected``, else which one differs and the likely mistake."""
+    __tracebackhide__ = True
+    problem = index_mismatch(indices, torch.tensor(expected), what=what, words=neighbour_words)
+    if problem:
+        fail(problem, hint, seen)
+
+
 NEAREST_NEIGHBOURS = Exercise(
     function="nearest_neighbours",
     assignment=ASSIGNMENT,
@@ -410,6 +414,7 @@ NEAREST_NEIGHBOURS = Exercise(
     visible_checks=neighbours_visible,
     output_names=("indices", "similarities"),
     index_outputs=("indices",),
+    index_words=neighbour_words,
     uses=("cosine_similarity_matrix",),
     forbidden=(COSINE_CALLS,),
 )

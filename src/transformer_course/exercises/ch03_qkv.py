@@ -282,7 +282,7 @@ def _with_transpose_hint(call: Callable[..., tuple]) -> Callable[..., tuple]:
             return call(*args, **kwargs)
         except ExerciseFailure as failure:
             line = str(failure).partition("in your line: ")[2]
-            if not re.search(r"\.T\b", line):  # .T itself, not .Tensor or .transpose
+            if not re.search(r"\.T\b", line) or "Likely mistake:" in line:  # .T itself, not .Tensor or .transpose
                 raise
             raise ExerciseFailure(f"{failure}\n  Hint: on a batched tensor, .T reverses *every* "
                                   "dimension; transpose only the last two: k.transpose(-2, -1).") from None
@@ -395,7 +395,7 @@ def hard_visible(call: Callable[..., tuple]) -> int:
                  hint="query 0 matches key 0 best (scores [2, 0.5, -2]): its weight row is [1, 0, 0]. "
                       "One-hot rows: torch.nn.functional.one_hot(scores.argmax(dim=-1), S).")
     if tuple(output.shape) == (3, 2) and _equal(output, k):
-        _raise("the dictionary example: you returned the best key itself; a lookup hands over the "
+        _raise("the dictionary example: you returned the best key itself.\n  Hint: a lookup hands over the "
                "key's *value*: weights @ v.")
     expect_close(output, _DICT_V, what="output for the dictionary example",
                  hint="each query gets exactly the value of its best key: weights @ v.")

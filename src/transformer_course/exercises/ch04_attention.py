@@ -15,7 +15,7 @@ import torch
 
 from .base import Case, Exercise, ExerciseFailure
 from .ch03_qkv import scores_shape_hint
-from .compare import expect_close, expect_sums_to_one
+from .compare import expect_close, expect_sums_to_one, fail
 from .inputs import randn
 from .library_calls import MHA_CALLS, SDPA_CALLS, SOFTMAX_CALLS
 
@@ -53,7 +53,13 @@ def softmax_visible(call: Callable[..., tuple]) -> int:
     expect_close(y, [0.665, 0.245, 0.090], what="softmax([1002., 1001., 1000.])",
                  hint="exp(1002) overflows to inf and inf/inf is NaN. Subtract the maximum "
                       "(x - x.amax(dim, keepdim=True)) before exp: the result is unchanged.")
-    return 5
+
+    apart = torch.tensor([[1000.0, 1001.0], [-1000.0, -999.0]], dtype=torch.float64)
+    (y,) = call("rows far apart: [[1000., 1001.], [-1000., -999.]]", apart)
+    expect_close(y, [[0.2689, 0.7311], [0.2689, 0.7311]], what="softmax([[1000., 1001.], [-1000., -999.]])",
+                 hint="each row is softmax([0, 1]) = [0.269, 0.731]: subtract each row's own maximum "
+                      "along `dim`, x.amax(dim=dim, keepdim=True), not one maximum for the whole tensor.")
+    return 6
 
 
 SOFTMAX = Exercise(
@@ -87,10 +93,8 @@ def scores_visible(call: Callable[..., tuple]) -> int:
     r = 1 / math.sqrt(2)
     unscaled = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
     if torch.allclose(s, unscaled):
-        raise ExerciseFailure(
-            "for q = [[1, 0], [0, 1]], k = [[1, 0], [0, 1], [1, 1]] you return Q Kᵀ = "
-            "[[1, 0, 1], [0, 1, 1]] without scaling: divide by sqrt(d_k) = sqrt(2)."
-        )
+        fail("for q = [[1, 0], [0, 1]], k = [[1, 0], [0, 1], [1, 1]] you return Q Kᵀ = "
+             "[[1, 0, 1], [0, 1, 1]] without scaling", "divide by sqrt(d_k) = sqrt(2).")
     expect_close(s, [[r, 0.0, r], [0.0, r, r]], what="scores for q = [[1, 0], [0, 1]], "
                  "k = [[1, 0], [0, 1], [1, 1]]", hint="Q Kᵀ / sqrt(d_k), with d_k = q.shape[-1] = 2.")
     q4 = torch.ones(2, 3, 4, 8, dtype=torch.float64)
@@ -124,7 +128,7 @@ def sdpa_visible(call: Callable[..., tuple]) -> int:
     __tracebackhide__ = True
     gen = torch.Generator().manual_seed(0)
     q, k, v = randn(gen, 2, 5, 8), randn(gen, 2, 7, 8), randn(gen, 2, 7, 3)
-    out, w = call("q (2, 5, 8), k (2, 7, 8), v (2, 7, 3)", q, k, v)
+    out, w = call("the shapes: q (2, 5, 8), k (2, 7, 8), v (2, 7, 3)", q, k, v)
     for got, want, name in ((w, (2, 5, 7), "weights"), (out, (2, 5, 3), "output")):
         if tuple(got.shape) != want:
             hint = scores_shape_hint(tuple(got.shape), want, Case("", (q, k))) if name == "weights" else (

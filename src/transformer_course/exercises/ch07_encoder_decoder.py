@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Case, Exercise, ExerciseFailure
-from .compare import expect_close
+from .compare import expect_close, fail, fmt_index
 from .inputs import randn
 from .library_calls import MHA_CALLS, SDPA_CALLS, TRANSFORMER_CALLS
 from .recorded import recorded_mistake, recorded_outputs
@@ -525,15 +525,21 @@ def feedforward_visible(call: Callable[..., tuple]) -> int:
     expect_close(out, [[[1.0, 0.0]]], what="FeedForward([1, -2]) with identity weights and relu",
                  hint="relu(h) = max(0, h) between linear1 and linear2 keeps positives and sets "
                       "negatives to 0 (and nothing after linear2).", atol=1e-9, rtol=0)
+    state_minus = _ff_state(eye, torch.zeros(2), -eye, torch.zeros(2))
+    (out,) = call(Case("x = [1, -2] with linear1 = I, linear2 = -I, activation='relu'", (x,), init=(2, 2),
+                       state=state_minus))
+    expect_close(out, [[[-1.0, 0.0]]], what="FeedForward([1, -2]) with linear1 = I, linear2 = -I and relu",
+                 hint="-relu([1, -2]) = -[1, 0] = [-1, 0]: the activation goes between linear1 and linear2 "
+                      "only, so the network's output may be negative.", atol=1e-9, rtol=0)
     (out,) = call(Case("x = [1, -2] with identity weights, activation='gelu'", (x,), init=(2, 2),
                        init_kwargs={"activation": "gelu"}, state=state))
     gelu = torch.tensor([[[0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in (1.0, -2.0)]]], dtype=torch.float64)
     if _close(out, F.gelu(gelu), atol=1e-6):
-        _fail("FeedForward([1, -2]) with identity weights and gelu applies the activation twice: it goes "
-              "between linear1 and linear2 only, linear2(gelu(linear1(x))).")
+        fail("FeedForward([1, -2]) with identity weights and gelu applies the activation twice",
+             "it goes between linear1 and linear2 only, linear2(gelu(linear1(x))).")
     if _close(out, F.relu(x), atol=1e-6):
-        _fail("FeedForward([1, -2]) with identity weights and activation='gelu' gives relu's answer: use the "
-              "`activation` argument, nn.GELU() for 'gelu'.")
+        fail("FeedForward([1, -2]) with identity weights and activation='gelu' gives relu's answer",
+             "use the `activation` argument, nn.GELU() for 'gelu'.")
     expect_close(out, gelu, what="FeedForward([1, -2]) with identity weights and gelu",
                  hint="activation='gelu' is the exact GELU, x·Φ(x) = nn.GELU() (not the tanh "
                       "approximation): gelu(1) = 0.8413, gelu(-2) = -0.0455.", atol=2e-5, rtol=0)
@@ -549,7 +555,7 @@ def feedforward_visible(call: Callable[..., tuple]) -> int:
     if not (_close(out2[:, 0], out[:, 0]) and _close(out2[:, 2], out[:, 2])):
         _fail("changing position 1 of x changed the output at other positions: the feed-forward "
               "network acts on each position on its own (nn.Linear works on the last dimension).")
-    return 5
+    return 6
 
 
 FEED_FORWARD = Exercise(
@@ -593,9 +599,8 @@ def _check_wiring(call: Callable[..., tuple], label: str, args: tuple, init_kwar
         _expect_shape(out, tuple(args[0].shape), "the layer's output", "the shape of x.")
         name = "pre-LN" if norm_first else "post-LN"
         if _close(out, other):
-            _fail(f"with norm_first={norm_first} your layer computes the other arrangement: "
-                  f"{'post-LN' if norm_first else 'pre-LN'} instead of {name}. "
-                  + (_PRE_HINT if norm_first else _POST_HINT))
+            fail(f"with norm_first={norm_first} your layer computes the other arrangement: "
+                 f"{'post-LN' if norm_first else 'pre-LN'} instead of {name}", _PRE_HINT if norm_first else _POST_HINT)
         formula = (f"x + {sublayers} (the constant outputs added to x)" if norm_first
                    else "norm(…norm(x + first) + next…)")
         expect_close(out, want, what=f"the {name} layer whose sublayers output constants, expected {formula}",
@@ -629,9 +634,9 @@ def encoder_visible(call: Callable[..., tuple]) -> int:
         changed = x.clone()
         changed[0, 3:] += _NUDGE
         if not _close(run(changed, " with its padding changed", norm_first)[0, :3], out[0, :3]):
-            _fail(f"norm_first={norm_first}: changing the padding (positions 3 and 4) of sequence 0 "
-                  "changed the outputs of its real tokens: pass `mask` to the self-attention, "
-                  "self.self_attn(x, x, x, mask).")
+            fail(f"norm_first={norm_first}: changing the padding (positions 3 and 4) of sequence 0 "
+                 "changed the outputs of its real tokens", "pass `mask` to the self-attention, "
+                 "self.self_attn(x, x, x, mask).")
         changed = x.clone()
         changed[1, 4] += _NUDGE
         if _close(run(changed, " with position 4 changed", norm_first)[1, 0], out[1, 0]):
@@ -688,18 +693,18 @@ def decoder_visible(call: Callable[..., tuple]) -> int:
     changed = memory.clone()
     changed[0, 0] += _NUDGE
     if _close(run(x, changed, ", memory position 0 changed")[0], out[0]):
-        _fail("changing the memory did not change the output: the cross-attention takes its keys and "
-              "values from the memory, self.cross_attn(x, memory, memory, memory_mask).")
+        fail("changing the memory did not change the output", "the cross-attention takes its keys and "
+             "values from the memory, self.cross_attn(x, memory, memory, memory_mask).")
     changed = memory.clone()
     changed[0, 3:] += _NUDGE
     if not _close(run(x, changed, ", padded memory changed")[0], out[0]):
-        _fail("changing the memory at source 0's padding (positions 3 and 4) changed its output: pass "
-              "`memory_mask` to the cross-attention, self.cross_attn(x, memory, memory, memory_mask).")
+        fail("changing the memory at source 0's padding (positions 3 and 4) changed its output",
+             "pass `memory_mask` to the cross-attention, self.cross_attn(x, memory, memory, memory_mask).")
     changed = x.clone()
     changed[:, 2] += _NUDGE
     if not _close(run(changed, memory, ", target position 2 changed")[:, :2], out[:, :2]):
-        _fail("changing target position 2 changed the outputs at positions 0 and 1: a position must not "
-              "see the future. Pass `self_mask` to the masked self-attention, self.self_attn(x, x, x, self_mask).")
+        fail("changing target position 2 changed the outputs at positions 0 and 1: a position must not "
+             "see the future", "pass `self_mask` to the masked self-attention, self.self_attn(x, x, x, self_mask).")
     return 8
 
 
@@ -776,18 +781,30 @@ TRANSFORMER_FORWARD = Exercise(
 # --------------------------------------------------------------------------- greedy_decode
 
 
-def _expect_ids(got: torch.Tensor, want: list[list[int]], what: str, hint: str) -> None:
+def _expect_ids(got: torch.Tensor, want: list[list[int]], what: str, hint: str,
+                words: Callable[[torch.Tensor], str] | None = None) -> None:
     __tracebackhide__ = True
+    words = words or _words
     if got.dtype != torch.long:
         _fail(f"{what}: the output has dtype {got.dtype}; token ids are torch.long "
               "(torch.full(..., dtype=torch.long) or argmax's result).")
     if got.tolist() != want:
         shape = "" if tuple(got.shape) == (len(want), len(want[0])) else (
             f" the output has shape {tuple(got.shape)}, expected {(len(want), len(want[0]))}")
-        rows = "\n".join(f"    got      {_words(g)}\n    expected {_words(torch.tensor(w))}"
+        rows = "\n".join(f"    got      {words(g)}\n    expected {words(torch.tensor(w))}"
                          for g, w in zip(got, want) if g.tolist() != w) if got.dim() == 2 and (
             got.shape[0] == len(want)) else ""
         _fail(f"{what}:{shape}\n{rows}\n  Hint: {hint}")
+
+
+def sequence_words(index: tuple[int, ...], got: int, want: int) -> str:
+    """"sequence 0, position 3 is token 7, expected token 4": an index of decoded token ids."""
+    place = f"sequence {index[0]}, position {index[1]}" if len(index) == 2 else f"at {fmt_index(index)}"
+    return f"{place} is token {got}, expected token {want}"
+
+
+def _ids(ids: torch.Tensor) -> str:
+    return " ".join(str(i) for i in ids.tolist())
 
 
 def greedy_visible(call: Callable[..., tuple]) -> int:
@@ -808,9 +825,8 @@ def greedy_visible(call: Callable[..., tuple]) -> int:
     (out,) = call("'la la la…' (never ends) and 'I am fine', max_len=7", model, src, max_len=7,
                   start_id=START, end_id=END)
     if out.dim() == 2 and out.shape[1] == 7 and out[1, 5:].tolist() != [PAD, PAD] and out[1, 4] == END:
-        _fail("a sentence that has produced end_id is finished, but yours goes on after it ("
-              f"{_words(out[1])}): fill the rest of its row with model.pad_id "
-              "(next_token.masked_fill(finished, model.pad_id)).")
+        fail(f"a sentence that has produced end_id is finished, but yours goes on after it ({_words(out[1])})",
+             "fill the rest of its row with model.pad_id (next_token.masked_fill(finished, model.pad_id)).")
     _expect_ids(out, [[START, LA, LA, LA, LA, LA, LA], [START, I_, AM, FINE, END, PAD, PAD]],
                 "a sentence that never ends next to one that does (max_len=7)",
                 "max_len counts the start token: stop after max_len - 1 new tokens. A sentence that has "
@@ -819,7 +835,17 @@ def greedy_visible(call: Callable[..., tuple]) -> int:
                   end_id=END)
     _expect_ids(out, [[START, I_, AM]], "decoding 'I am fine' with max_len=3",
                 "max_len is the longest output, start token included: [start, I, am].")
-    return 4
+
+    # A small random model that, like a real one, reads the masks: its answer is a recorded number.
+    mixing = MixingModel(torch.Generator().manual_seed(14))
+    src = torch.tensor([[5, 3, 8, PAD, PAD], [4, 9, 11, 7, 6]])  # source 0 ends in 2 tokens of padding
+    label = "a small random model (MixingModel(seed 14)), source 0 padded, max_len=8"
+    (out,) = call(label, mixing, src, max_len=8, start_id=START, end_id=END)
+    (want,) = recorded_outputs("greedy_decode", label)
+    _expect_ids(out, want.tolist(), "greedy decoding with a small random model that reads its masks (token ids)",
+                "the model's masks matter: model.make_src_mask(src) in encode and decode, "
+                "model.make_tgt_mask(prefix) in decode.", words=_ids)
+    return 5
 
 
 def _decode_shape_hint(actual: tuple, expected: tuple, case: Case) -> str | None:
@@ -842,6 +868,7 @@ GREEDY_DECODE = Exercise(
     points=3,
     visible_checks=greedy_visible,
     index_outputs=("output",),
+    index_words=sequence_words,
     uses=("EncoderLayer", "DecoderLayer"),  # the layers inside the models the checks decode with
     shape_hint=_decode_shape_hint,
 )
@@ -920,6 +947,7 @@ BEAM_SEARCH = Exercise(
     visible_checks=beam_visible,
     output_names=("sequences", "scores"),
     index_outputs=("sequences",),
+    index_words=sequence_words,
     uses=("EncoderLayer", "DecoderLayer"),  # the layers inside the models the checks decode with
     shape_hint=_decode_shape_hint,
     rtol=_ROUNDED,

@@ -11,6 +11,7 @@ import contextlib
 import linecache
 import math
 import os
+import re
 import reprlib
 import traceback
 import warnings
@@ -38,7 +39,10 @@ def fmt_number(x: float) -> str:
 
 
 def _student_line(tb: Any) -> str:
-    """The last line of the student's own code in a traceback, or '' if there is none."""
+    """The last line of the student's own code in a traceback, or '' if there is none.
+
+    A notebook's cells are in ``linecache`` (IPython puts them there, and so does the grader's
+    probe, which runs the same cells in its sandbox), so the line is the same in both."""
     line = ""
     for frame in traceback.extract_tb(tb):
         filename = frame.filename
@@ -47,7 +51,47 @@ def _student_line(tb: Any) -> str:
         text = frame.line or linecache.getline(filename, frame.lineno).strip()
         if text:
             line = text
-    return line
+    return shown(line, 200)
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def shown(text: str, limit: int = 1000) -> str:
+    """Text that came from the student's code (an exception's message, a line of theirs) as every
+    message shows it, in the notebook and in the grader's reports alike: at most ``limit``
+    characters, control characters (but newlines and tabs) written as escapes (``\\x1b``)."""
+    if len(text) > limit:
+        text = text[:limit] + f" ... ({len(text) - limit} more characters left out)"
+    return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+
+
+_NUMBER = re.compile(r"0x[0-9a-fA-F]+|[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def normalised(text: str) -> str:
+    """``text`` with every number written as ``#``: two errors that differ only in the sizes
+    they name (``size of tensor a (4)`` / ``(6)``) read the same."""
+    return _NUMBER.sub("#", text)
+
+
+def raised_text(error: BaseException) -> str:
+    """How a message says what the student's code raised: ``raised RuntimeError: ...``."""
+    return f"raised {shown(type(error).__name__, 100)}: {shown(str(error))}"
+
+
+def raise_signature(error: BaseException) -> str:
+    """What identifies the way a call failed, for naming a typical mistake that fails the same way
+    (see :mod:`.recorded`): the first line of the failure's message, numbers normalised. A failure
+    of the checks' own (a module that cannot be given the weights, say) is an ExerciseFailure and
+    its message is the whole message; anything else the code raised reads ``raised Type: ...``."""
+    text = str(error) if isinstance(error, ExerciseFailure) else raised_text(error)
+    return normalised(text.split("\n", 1)[0])
+
+
+def same_failure(signature: str, message: str) -> bool:
+    """Whether the failure ``message`` (as a check writes it) is one with ``signature``."""
+    return normalised(message.split("\n", 1)[0]).endswith(signature)
 
 
 _reported: set[str] = set()
@@ -117,11 +161,31 @@ def build_module(cls: Callable[..., Any], case: Case) -> torch.nn.Module:
             if tuple(mine[key].shape) != tuple(value.shape):
                 raise ExerciseFailure(
                     f"{call}: `{key}` has shape {tuple(mine[key].shape)}, the reference's has "
-                    f"{tuple(value.shape)}. nn.Linear(in, out) stores its weight as (out, in)."
+                    f"{tuple(value.shape)}{_shape_advice(module, key, tuple(mine[key].shape), tuple(value.shape))}"
                 )
         module.load_state_dict(case.state)
     module.to(device=case.device, dtype=case.dtype)
     return module.eval()
+
+
+def _shape_advice(module: torch.nn.Module, key: str, mine: tuple, want: tuple) -> str:
+    """What a parameter of the wrong shape says about how its layer was built."""
+    owner, _, kind = key.rpartition(".")
+    try:
+        layer = module.get_submodule(owner) if owner else module
+    except AttributeError:
+        layer = None
+    if not (isinstance(layer, torch.nn.Linear) and kind == "weight" and len(mine) == len(want) == 2):
+        return "."
+    right = f"nn.Linear({want[1]}, {want[0]})"
+    if mine == want[::-1]:
+        return (f": nn.Linear(in_features, out_features) stores its weight as (out, in), so `{owner}` is "
+                f"nn.Linear({mine[1]}, {mine[0]}) where {right} is wanted: in and out are swapped.")
+    if mine[0] == want[0]:
+        return f": `{owner}` takes {mine[1]} input features where {want[1]} come in: build it as {right}."
+    if mine[1] == want[1]:
+        return f": `{owner}` gives {mine[0]} output features where {want[0]} are wanted: build it as {right}."
+    return f": build `{owner}` as {right} (nn.Linear stores its weight as (out, in))."
 
 
 def _raise_instead(error: type[Exception]) -> str:
@@ -142,9 +206,12 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case,
     the call returned or raised.
     """
     __tracebackhide__ = True
+    from .recorded import recorded_raise  # (it reads the registry, which imports this module)
+
     name = exercise.function
     inputs = case.clone()
     tripwire = watch() if watch is not None else contextlib.nullcontext()
+    violation = None
     try:
         # A warning would go to stderr, and nbgrader gives 0 to a test cell that writes to
         # stderr; we pass warnings on to stdout instead, once each.
@@ -154,14 +221,19 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case,
                 with tripwire:
                     result = run_case(fn, inputs)
             finally:
-                raise_if_forbidden(exercise, getattr(tripwire, "violation", None))
+                violation = getattr(tripwire, "violation", None)
+                raise_if_forbidden(exercise, violation)
         report_warnings(name, caught)
     except NotImplementedError:
         raise ExerciseFailure(
             f"`{name}` is not implemented yet: replace `raise NotImplementedError()` with your code."
         ) from None
-    except ExerciseFailure:
-        raise
+    except ExerciseFailure as failure:
+        # (e.g. a module that cannot be given the case's weights): a typical mistake fails the same way?
+        likely = None if violation else recorded_raise(name, case.label, failure)
+        if likely is None:
+            raise
+        raise ExerciseFailure(f"{failure}\n  Likely mistake: {likely}") from None
     except Exception as error:  # noqa: BLE001 - any error in student code becomes a message
         if case.raises is not None and isinstance(error, case.raises):
             return ()  # refused, as this case asks
@@ -169,8 +241,10 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case,
         where = f"\n  in your line: {where}" if where else ""
         wanted = f"\n  This input is one to refuse: check for it first and {_raise_instead(case.raises)}" \
             if case.raises else ""
+        likely = recorded_raise(name, case.label, error)
+        likely = f"\n  Likely mistake: {likely}" if likely else ""
         raise ExerciseFailure(
-            f"`{name}` raised {type(error).__name__}: {error}\n  on {case.label}{where}{wanted}"
+            f"`{name}` {raised_text(error)}\n  on {case.label}{where}{wanted}{likely}"
         ) from None
     if case.raises is not None:
         raise ExerciseFailure(
@@ -304,6 +378,32 @@ def mismatch(
         f"(got {fmt_number(a[index].item())}, expected {fmt_number(e[index].item())}); "
         f"{count} of {a.numel()} entries differ"
     )
+
+
+def index_mismatch(
+    actual: torch.Tensor,
+    expected: torch.Tensor,
+    *,
+    what: str,
+    words: Callable[[tuple[int, ...], int, int], str] | None = None,
+) -> str | None:
+    """Why the indices ``actual`` (token ids, rows of a table) differ from ``expected``, or None.
+
+    Indices are names, not quantities: the message says which one differs and what it is instead
+    of "how far off" it is. ``words(index, got, expected)`` says it in the exercise's terms
+    ("row 2: neighbour 1 is token 7, expected token 3"); without it, "at [2, 1] it is 7, expected 3".
+    """
+    if tuple(actual.shape) != tuple(expected.shape):
+        return f"{what} has shape {tuple(actual.shape)}, expected {tuple(expected.shape)}"
+    a, e = actual.detach().cpu(), expected.detach().cpu()
+    differ = a != e
+    if not bool(differ.any()):
+        return None
+    index = tuple(int(i) for i in differ.nonzero()[0].tolist())
+    got, want = int(a[index].item()), int(e[index].item())
+    where = words(index, got, want) if words else f"at {fmt_index(index)} it is {got}, expected {want}"
+    count = int(differ.sum())
+    return f"{what}: {where} ({count} of {a.numel()} entries differ)"
 
 
 _SHORT_REPR = reprlib.Repr()  # (keyword arguments need Python 3.12)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import linecache
 import os
 import sys
 import textwrap
@@ -306,6 +307,7 @@ class Tripwire:
         self.rules: tuple[Forbidden, ...] = exercise.forbidden
         self.allowed_code = set(allowed_code)
         self.violation: str | None = None
+        self.entered: set[types.CodeType] = set()  # the allowed code that ran (see checks.check)
         self._allowed_frames: list[types.FrameType] = []
         self._previous: Any = None
         self._closing = False
@@ -318,6 +320,7 @@ class Tripwire:
                 self._allowed_frames.pop()
             elif event == "call" and frame.f_code in self.allowed_code:
                 self._allowed_frames.append(frame)
+                self.entered.add(frame.f_code)
             return
         if self.violation is not None:
             return
@@ -325,6 +328,7 @@ class Tripwire:
             code = frame.f_code
             if code in self.allowed_code:
                 self._allowed_frames.append(frame)
+                self.entered.add(code)
             elif _is_reference_file(code.co_filename):
                 module = os.path.relpath(code.co_filename, _PACKAGE_DIR).removesuffix(".py")
                 self.violation = (
@@ -366,7 +370,8 @@ class Tripwire:
         return False
 
     def __enter__(self) -> Tripwire:
-        prepare_watch()
+        if self.rules:  # (the modes below watch for the rules' calls only)
+            prepare_watch()
         self._previous = sys.getprofile(), threading.getprofile()
         sys.setprofile(self._profile)
         threading.setprofile(self._profile)  # threads started while it is active are watched too
@@ -446,6 +451,45 @@ def forbidden_message(exercise: Exercise, violation: str) -> str:
         "so it earns no points while the call is there. Build it from basic tensor "
         "operations (matrix products, exp, sum, max, masked_fill, ...)."
     )
+
+
+def tampering_message(where: str, tampering: str) -> str:
+    """The message for a cell (``where``: "the cell `softmax`") that could switch off the watch."""
+    return (f"{where} {tampering}, which can switch off the checks' watch for library calls, so no "
+            "exercise of this notebook earns points while it is there. Remove it.")
+
+
+def cell_source(fn: Any) -> str | None:
+    """The source of the notebook cell that defined ``fn`` (a function, or a class by its methods),
+    or None when ``fn`` comes from a file. A notebook's cells are in ``linecache`` with no file
+    behind them (IPython puts them there, and the grader's probe does the same in its sandbox)."""
+    codes = [fn.__code__] if isinstance(getattr(fn, "__code__", None), types.CodeType) else [
+        v.__code__ for v in vars(fn).values() if isinstance(v, types.FunctionType)] if isinstance(fn, type) else []
+    for code in codes:
+        entry = linecache.cache.get(code.co_filename)
+        if entry is not None and len(entry) == 4 and entry[1] is None and isinstance(entry[2], list):
+            return "".join(entry[2])
+    return None
+
+
+def answer_problem(exercise: Exercise, fn: Callable[..., Any], allowed: dict[str, Any]) -> str | None:
+    """The static look at an answer, as the grader takes it: the cell that defines ``fn`` (anything
+    in it that could switch off the watch, then a forbidden call or the reference named anywhere in
+    it), then ``fn`` itself (:func:`static_violation`); the message, or None.
+
+    The notebook's check, ``--nbgrader`` grading and the hardened grader (which looks at the answer
+    cell outside its sandbox, and at the function inside) say the same thing for the same cell."""
+    source = cell_source(fn)
+    tree = _parse(source) if source is not None else None
+    if tree is not None:
+        facts = source_facts(tree)
+        if facts.tampering:
+            return tampering_message(f"the cell `{exercise.function}`", facts.tampering)
+        violation = violation_in_facts(exercise, facts)
+        if violation:
+            return forbidden_message(exercise, violation)
+    violation = static_violation(exercise, fn, allowed)
+    return forbidden_message(exercise, violation) if violation else None
 
 
 def raise_if_forbidden(exercise: Exercise, violation: str | None) -> None:

@@ -14,6 +14,11 @@ visible check then compares numbers:
 
 which passes when ``out`` equals the reference's recorded output, and otherwise says what differs,
 where and by how much, and, when ``out`` equals a recorded mistake's output, that mistake's hint.
+A mistake that raises on a visible input is recorded as the way it raises (``"raises"``: the
+exception and its message, numbers normalised): a student's code that raises the same way on that
+call is told the mistake too (:func:`recorded_raise`, used by ``compare.call_student``, in the
+notebook and inside the grading sandbox alike). Any failed visible check names the mistake whose
+outputs a call gave (``running.run_visible_checks``).
 The inputs are the visible ones, fixed and public, so the numbers give nothing away about the
 hidden inputs. Regenerate the files after changing a visible check, a reference or a mistake:
 
@@ -88,6 +93,8 @@ def recorded_mistake(function: str, label: str, outputs: tuple) -> str | None:
     exercise = get(function)
     entry = _entry(function, label, needed=False)
     for mistake in entry["mistakes"] if entry else ():
+        if "outputs" not in mistake:  # a mistake that raises on this call (see recorded_raise)
+            continue
         wrong = tuple(decode(o) for o in mistake["outputs"])
         if len(wrong) != len(outputs):
             continue
@@ -105,6 +112,28 @@ def recorded_mistake(function: str, label: str, outputs: tuple) -> str | None:
     return None
 
 
+def recorded_raise(function: str, label: str, error: BaseException) -> str | None:
+    """The hint of the recorded typical mistake that raises on the visible call ``label`` of
+    ``function`` the way ``error`` was raised (the same exception, the same message but for the
+    numbers in it; see :func:`.compare.raise_signature`), or None. So a student whose code
+    crashes learns the likely mistake too, in the notebook and from the grader alike."""
+    from . import get
+    from .compare import raise_signature
+
+    try:
+        get(function)
+    except KeyError:
+        return None
+    entry = _entry(function, label, needed=False)
+    signature = None
+    for mistake in entry["mistakes"] if entry else ():
+        if "raises" in mistake:
+            signature = signature or raise_signature(error)
+            if mistake["raises"] == signature:
+                return mistake["hint"]
+    return None
+
+
 def expect_recorded(function: str, label: str, outputs: tuple, *, what: str | None = None,
                     hint: str = "", rtol: float = 1e-6, atol: float = 1e-9) -> None:
     """Raise ExerciseFailure unless ``outputs`` equal the reference's recorded outputs on ``label``.
@@ -114,7 +143,7 @@ def expect_recorded(function: str, label: str, outputs: tuple, *, what: str | No
     """
     __tracebackhide__ = True
     from . import get
-    from .compare import mismatch, plain_mismatch
+    from .compare import index_mismatch, mismatch, plain_mismatch
 
     exercise = get(function)
     expected = recorded_outputs(function, label)
@@ -122,6 +151,8 @@ def expect_recorded(function: str, label: str, outputs: tuple, *, what: str | No
         where = what or f"`{name}` on {label}"
         if exercise.plain_values:
             problem = plain_mismatch(out, want, name=name, what=where)
+        elif name in exercise.index_outputs:
+            problem = index_mismatch(out, want, what=where, words=exercise.index_words)
         else:
             problem = mismatch(out, want, what=where, rtol=rtol, atol=atol)
         if problem:

@@ -17,7 +17,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from .base import Exercise
+from .base import Case, Exercise, ExerciseFailure
 from .forbidden import Tripwire
 
 
@@ -68,3 +68,75 @@ def watcher(exercise: Exercise, allowed: dict[str, Any]) -> Callable[[], Tripwir
     implementations substituted for earlier exercises, and what they call)."""
     allowed_code = {code for f in allowed.values() for code in code_objects(f)}
     return lambda: Tripwire(exercise, allowed_code)
+
+
+def namespace_of(fn: Any) -> dict[str, Any]:
+    """The global names ``fn`` sees: a function's globals, or those of the first method a class (or
+    one of its own base classes, before torch's) defines."""
+    if isinstance(fn, type):
+        for cls in fn.__mro__:
+            if cls.__module__.split(".")[0] == "torch":
+                break
+            for value in vars(cls).values():
+                if isinstance(value, types.FunctionType):
+                    return value.__globals__
+        return {}
+    return getattr(fn, "__globals__", {})
+
+
+def earlier_answers(exercise: Exercise, fn: Any) -> dict[str, Any]:
+    """What the answer ``fn`` finds under the names of the earlier exercises it builds on
+    (``exercise.uses``): in the notebook, the student's own functions (or the course's, where the
+    setup cell gives them ready-made); in ``--nbgrader`` grading, the references put there."""
+    namespace = namespace_of(fn)
+    return {name: namespace[name] for name in exercise.uses if name in namespace}
+
+
+def run_visible_checks(exercise: Exercise, call: Callable[..., tuple]) -> int:
+    """``exercise.visible_checks(call)``, naming the typical mistake when a check fails.
+
+    When a check (not a call: a call names its own failure) fails after a call whose outputs are
+    those a typical mistake recorded on the same visible input (see :mod:`.recorded`), the message
+    says "Likely mistake: <its hint>" in place of the check's general hint. The notebook's checks,
+    ``--nbgrader`` grading and the hardened grader (which replays the outputs it recorded in its
+    sandbox) all run the visible checks through here, so they say the same thing.
+    """
+    __tracebackhide__ = True
+    seen: list[tuple[str, tuple]] = []
+    failed_call: list[bool] = []
+
+    def noting(label: str | Case, *args: Any, **kwargs: Any) -> tuple:
+        __tracebackhide__ = True
+        try:
+            outputs = call(label, *args, **kwargs)
+        except ExerciseFailure:
+            failed_call.append(True)
+            raise
+        seen.append((label.label if isinstance(label, Case) else label, outputs))
+        return outputs
+
+    try:
+        return exercise.visible_checks(noting)
+    except ExerciseFailure as failure:
+        named = None if failed_call else name_mistake(exercise.function, str(failure), seen)
+        if named is None:
+            raise
+        raise ExerciseFailure(named) from None
+
+
+def name_mistake(function: str, message: str, seen: list[tuple[str, tuple]]) -> str | None:
+    """``message`` with the likely mistake named: the hint of the recorded typical mistake whose
+    outputs on one of the calls ``seen`` (the latest first) are the student's; None when the
+    message names one already, or no recorded mistake gave those outputs."""
+    from .recorded import recorded_mistake  # (it reads the registry, which imports this module)
+
+    if "Likely mistake:" in message:
+        return None
+    for label, outputs in reversed(seen):
+        hint = recorded_mistake(function, label, outputs)
+        if hint:
+            if hint in message:
+                return None
+            problem = message.split("\n  Hint: ", 1)[0]
+            return f"{problem}\n  Likely mistake: {hint}"
+    return None

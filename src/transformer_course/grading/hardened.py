@@ -46,11 +46,11 @@ import torch
 from .. import exercises
 from ..exercises import Case, Exercise, ExerciseFailure
 from ..exercises.compare import call_student, normalise_outputs, run_case
-from ..exercises.forbidden import forbidden_message, source_facts, violation_in_facts
-from ..exercises.running import with_globals
+from ..exercises.forbidden import forbidden_message, source_facts, tampering_message, violation_in_facts
+from ..exercises.running import run_visible_checks, with_globals
 from . import hidden_tests
 from .canonical import Canonical, canonicalise, read_notebook
-from .hidden import compare_with_reference, exact_matmuls
+from .hidden import compare_with_reference, exact_matmuls, explain_failure
 from .probe import MAGIC, beyond_64_bits
 from .results import ERROR, FAILED, PASSED, ExerciseResult, StudentResult, error_result, printable
 from .sandbox import Limits, SandboxResult, run_sandboxed, sandbox_problem
@@ -497,14 +497,14 @@ class HardenedBackend:
         exercise = prepared.exercise
         n_visible = len(prepared.visible)
         try:
-            count = exercise.visible_checks(Replay(exercise, calls[:n_visible], prepared.visible_sizes))
+            count = run_visible_checks(exercise, Replay(exercise, calls[:n_visible], prepared.visible_sizes))
             for index, (case, expected) in enumerate(zip(prepared.hidden, prepared.expected)):
                 position = n_visible + index
                 if position >= len(calls):
                     raise ExerciseFailure(f"`{exercise.function}` could not be checked on {case.label}.")
                 call = calls[position]
                 if "failure" in call:
-                    raise ExerciseFailure(call["failure"])
+                    raise ExerciseFailure(explain_failure(exercise, case, call["failure"]))
                 outputs = call["outputs"]
                 outputs = normalise_outputs(exercise, outputs if len(exercise.output_names) > 1 else outputs[0], case)
                 compare_with_reference(exercise, outputs, expected, case)
@@ -532,8 +532,7 @@ def _look_at_sources(canonical: Canonical, exercises_: list[Exercise]) -> tuple[
         del tree
         if facts.tampering and not tampering:
             where = f"the cell `{cell.grade_id}`" if cell.kind == "answer" else "a code cell you added"
-            tampering = (f"{where} {facts.tampering}, which can switch off the checks' watch for library calls, "
-                         "so no exercise of this notebook earns points while it is there. Remove it.")
+            tampering = tampering_message(where, facts.tampering)
         for exercise in exercises_:
             if exercise.function not in violations and (
                     cell.grade_id == exercise.function or exercise.function in facts.bound

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,13 +30,16 @@ from ..exercises import Case, Exercise, ExerciseFailure, get
 from ..exercises.compare import (
     call_student,
     expect_right_kind,
+    index_mismatch,
     mismatch,
     normalise_outputs,
     plain_mismatch,
+    raise_signature,
     run_case,
+    same_failure,
 )
-from ..exercises.forbidden import raise_if_forbidden, static_violation
-from ..exercises.running import watcher, with_globals
+from ..exercises.forbidden import answer_problem
+from ..exercises.running import run_visible_checks, watcher, with_globals
 from . import hidden_tests
 
 DEFAULT_SEED = 20171206  # "Attention Is All You Need" went to NeurIPS in December 2017
@@ -51,6 +55,8 @@ def _difference(exercise: Exercise, out: Any, want: Any, name: str, case: Case) 
     what = f"`{name}` on {case.label}"
     if exercise.plain_values:
         return plain_mismatch(out, want, name=name, what=what)
+    if name in exercise.index_outputs:
+        return index_mismatch(out, want, what=what, words=exercise.index_words)
     dtype = case.dtype or torch.float64
     return mismatch(out, want, what=what, rtol=exercise.rtol[dtype], atol=exercise.atol[dtype])
 
@@ -59,7 +65,8 @@ def _likely_mistake(exercise: Exercise, outputs: tuple, case: Case) -> str | Non
     """The hint of the first typical mistake whose output equals the student's, if any."""
     for mistake in hidden_tests.get(exercise.function).mistakes:
         try:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # (a mistake's own warnings are nobody's business)
                 wrong = normalise_outputs(exercise, run_case(mistake.fn, case.clone()), case)
         except Exception:  # noqa: BLE001 - a mistake that cannot run on this case says nothing
             continue
@@ -94,6 +101,24 @@ def compare_with_reference(
         if hint is None and diagnose is not None and not shapes_differ:
             hint = diagnose(outputs, case)
         raise ExerciseFailure(problem + (f".\n  Likely mistake: {hint}" if hint else "."))
+
+
+def explain_failure(exercise: Exercise, case: Case, message: str) -> str:
+    """``message``, the failure of the student's call on the hidden ``case``, with the likely
+    mistake added when a typical mistake fails the same way on that case (the same exception
+    with the same message, but for the numbers in it). Visible calls name theirs already, from
+    what the mistakes recorded (see :func:`.compare.call_student`)."""
+    if "Likely mistake:" in message or "earns no points" in message:
+        return message
+    for mistake in hidden_tests.get(exercise.function).mistakes:
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run_case(mistake.answer(exercise.function), case.clone())
+        except Exception as error:  # noqa: BLE001 - the way it fails is what is compared
+            if same_failure(raise_signature(error), message):
+                return f"{message}\n  Likely mistake: {mistake.hint}"
+    return message
 
 
 @contextlib.contextmanager
@@ -136,15 +161,20 @@ def grade(function: str, namespace: dict[str, Any], seed: int | None = None) -> 
     expect_right_kind(exercise, fn)
     dependencies = {name: hidden_tests.get(name).load_reference() for name in exercise.uses}
     isolated = with_globals(fn, dependencies)
-    raise_if_forbidden(exercise, static_violation(exercise, fn, dependencies))
+    problem = answer_problem(exercise, fn, dependencies)
+    if problem:
+        raise ExerciseFailure(problem)
     watch = watcher(exercise, dependencies)
 
-    count = exercise.visible_checks(student_caller(exercise, isolated, watch))
+    count = run_visible_checks(exercise, student_caller(exercise, isolated, watch))
     reference = hidden_tests.get(function).load_reference()
     generator = torch.Generator().manual_seed(hidden_seed() if seed is None else seed)
     with exact_matmuls():
         for case in hidden_cases(exercise, generator):
-            outputs = call_student(exercise, isolated, case, watch)
+            try:
+                outputs = call_student(exercise, isolated, case, watch)
+            except ExerciseFailure as failure:
+                raise ExerciseFailure(explain_failure(exercise, case, str(failure))) from None
             # The reference runs in float64, on the CPU, on the same numbers.
             exact = case.on(torch.device("cpu")).to(torch.float64)
             with torch.no_grad():

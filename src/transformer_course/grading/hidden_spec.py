@@ -30,6 +30,14 @@ class Mistake:
     fn: Callable[..., Any]
     hint: str
 
+    def answer(self, function: str) -> Callable[..., Any]:
+        """The mistake as a student's answer called ``function``: a class is given that name (a
+        message that names the class, such as one about its parameters, then reads the same as
+        for the student's own class)."""
+        if isinstance(self.fn, type) and self.fn.__name__ != function:
+            return type(function, (self.fn,), {"__module__": self.fn.__module__, "__qualname__": function})
+        return self.fn
+
 
 @dataclass(frozen=True)
 class HiddenTests:

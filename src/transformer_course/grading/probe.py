@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import linecache
 import os
 import select
 import shutil
@@ -152,7 +153,11 @@ def _run_cells(cells: list[dict], namespace: dict, skip: set[int], pipe: int) ->
         _step(pipe, f"cell {index}")
         try:
             name = cell["grade_id"] or f"added {index}"
-            exec(compile(cell["source"], f"<cell {name}>", "exec"), namespace)  # noqa: S102 - the point
+            filename = f"<cell {name}>"
+            # As IPython does for a notebook's cells: a message can then quote the student's own
+            # line ("in your line: ..."), and the look at the source reads it, as in the notebook.
+            linecache.cache[filename] = (len(cell["source"]), None, cell["source"].splitlines(True), filename)
+            exec(compile(cell["source"], filename, "exec"), namespace)  # noqa: S102 - the point
         except BaseException as error:  # noqa: BLE001 - SystemExit and KeyboardInterrupt too
             errors.append({"cell": index, "grade_id": cell["grade_id"], "kind": cell["kind"],
                            "error": _short(error)})

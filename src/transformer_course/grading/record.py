@@ -16,6 +16,7 @@ import argparse
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,14 @@ import torch
 
 from .. import exercises
 from ..exercises import Case, Exercise
-from ..exercises.compare import call_student, mismatch, normalise_outputs, plain_mismatch, run_case
+from ..exercises.compare import (
+    call_student,
+    mismatch,
+    normalise_outputs,
+    plain_mismatch,
+    raise_signature,
+    run_case,
+)
 from ..exercises.recorded import FOLDER, encode, recording_into
 from ..exercises.running import with_globals
 from . import hidden_tests
@@ -59,16 +67,25 @@ def _recorder(exercise: Exercise, entries: dict) -> Callable[..., tuple]:
         mistakes = []
         for mistake in tests.mistakes:
             try:
-                with torch.no_grad():
-                    wrong = normalise_outputs(exercise, run_case(mistake.fn, case.clone()), case)
-            except Exception:  # noqa: BLE001 - a mistake that cannot run on this input says nothing
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    result = run_case(mistake.answer(exercise.function), case.clone())
+            except Exception as error:  # noqa: BLE001 - it raises on this input: recorded as such
+                signature = raise_signature(error)
+                if not any(m.get("raises") == signature for m in mistakes):
+                    mistakes.append({"hint": mistake.hint, "raises": signature})
+                continue
+            try:
+                wrong = normalise_outputs(exercise, result, case)
+            except Exception:  # noqa: BLE001 - outputs of the wrong kind say nothing here
                 continue
             if not _same(exercise, wrong, outputs) and not any(
-                    _same(exercise, wrong, m["decoded"]) for m in mistakes):
+                    "decoded" in m and _same(exercise, wrong, m["decoded"]) for m in mistakes):
                 mistakes.append({"hint": mistake.hint, "decoded": wrong})
         entries[case.label] = {
             "outputs": [encode(o) for o in outputs],
-            "mistakes": [{"hint": m["hint"], "outputs": [encode(o) for o in m["decoded"]]} for m in mistakes],
+            "mistakes": [{"hint": m["hint"], "raises": m["raises"]} if "raises" in m else
+                         {"hint": m["hint"], "outputs": [encode(o) for o in m["decoded"]]} for m in mistakes],
         }
         return outputs
 
@@ -80,6 +97,13 @@ LARGE = 4096  # numbers: a visible call whose outputs are larger is kept only if
 
 def _size(entry: dict) -> int:
     return sum(len(o["tensor"]) for o in entry["outputs"] if isinstance(o, dict) and "tensor" in o)
+
+
+def _raises_only(entry: dict) -> dict | None:
+    """A large entry no check reads, kept only for the mistakes that raise on its call (numbers
+    dropped), or None when there are none."""
+    raising = [m for m in entry["mistakes"] if "raises" in m]
+    return {"mistakes": raising} if raising else None
 
 
 def record(assignment: str) -> dict:
@@ -95,7 +119,9 @@ def record(assignment: str) -> dict:
         read: set[str] = set()
         with recording_into(entries, read):
             exercise.visible_checks(_recorder(exercise, entries))
-        entries = {label: e for label, e in entries.items() if label in read or _size(e) <= LARGE}
+        entries = {label: e if label in read or _size(e) <= LARGE else _raises_only(e)
+                   for label, e in entries.items()}
+        entries = {label: e for label, e in entries.items() if e is not None}
         if entries:
             recorded[exercise.function] = entries
     return recorded

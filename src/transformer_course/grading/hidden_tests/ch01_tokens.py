@@ -66,7 +66,8 @@ BUILD_VOCAB_HIDDEN = HiddenTests(
                 "'<unk>' must come first, with id 0; the tokens get the ids after it."),
         Mistake(lambda tokens, min_count=1: {t: i for i, t in enumerate(
                     _by_count_then(tokens, min_count, lambda t, _: t))},
-                "the vocabulary has no '<unk>': start with {'<unk>': 0}."),
+                "you left out the unknown token: start the vocabulary with {'<unk>': 0} and give the "
+                "tokens the ids after it, so that a token not in the vocabulary has an id too."),
         Mistake(lambda tokens, min_count=1: _vocab_from(
                     _by_count_then(tokens, min_count, lambda t, ts: ts.index(t))),
                 "equally frequent tokens must go in alphabetical order, not in the order they "
@@ -323,7 +324,8 @@ COSINE_SIMILARITY_MATRIX_HIDDEN = HiddenTests(
     make_cases=cosine_cases,
     mistakes=(
         Mistake(lambda a, b: a @ b.transpose(-2, -1),
-                "these are the plain dot products a · b: divide by the lengths |a| |b|."),
+                "these are the plain dot products a · b: divide each by the lengths of the two vectors, "
+                "|a| |b| (or scale every vector to length 1 first)."),
         Mistake(lambda a, b: _unit(a) @ b.transpose(-2, -1),
                 "you normalised a but not b: divide by the lengths of both."),
         Mistake(lambda a, b: a @ _unit(b).transpose(-2, -1),

@@ -92,12 +92,15 @@ PROJECTIONS_HIDDEN = HiddenTests(
     make_cases=projection_cases,
     mistakes=(
         Mistake(_OneSharedLayer,
-                "q, k and v all come from one layer: each needs its own (q_proj, k_proj, v_proj)."),
+                "q, k and v all come from one layer: each needs its own layer, q = self.q_proj(x), "
+                "k = self.k_proj(x), v = self.v_proj(x) (three nn.Linear objects, not one shared)."),
         Mistake(_KeysAndValuesSwapped,
-                "k and v are swapped: return (q, k, v), keys from k_proj and values from v_proj."),
-        Mistake(_BiasLeftOut, "the biases are left out: call the layers, self.q_proj(x), or add .bias."),
+                "k and v are swapped: return (q, k, v) in that order, k from k_proj and v from v_proj."),
+        Mistake(_BiasLeftOut, "the biases are left out: add q_proj.bias (and the others'), or simply call "
+                              "the layers: self.q_proj(x)."),
         Mistake(_WeightNotTransposed,
-                "x @ weight instead of x @ weight.T: nn.Linear stores its weight as (out, in)."),
+                "x @ weight instead of x @ weight.T: nn.Linear stores its weight as (out, in); simply "
+                "call the layer, self.q_proj(x)."),
     ),
 )
 
@@ -122,15 +125,22 @@ def _qk(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return q @ k.transpose(-2, -1)
 
 
+# Right for a single sequence, raises for a batch; the visible checks' own words (ch03_qkv).
+BATCHED_T = ("on a batched tensor, .T reverses *every* dimension; transpose only the last two: "
+             "k.transpose(-2, -1).")
+
 SCORES_HIDDEN = HiddenTests(
     function="score_matrix",
     reference="transformer_course.projections:score_matrix",
     make_cases=scores_cases,
     mistakes=(
+        Mistake(lambda q, k: q @ k.T, BATCHED_T),
         Mistake(lambda q, k: k @ q.transpose(-2, -1),
-                "you computed K Qᵀ (the transpose): row i belongs to query i, so Q Kᵀ."),
+                "you computed K Qᵀ (the transpose): row i belongs to query i and column j to key j, "
+                "so q @ k.transpose(-2, -1)."),
         Mistake(lambda q, k: _qk(q, k) / math.sqrt(q.shape[-1]),
-                "you divided by sqrt(d_k): this chapter's scores are the raw Q Kᵀ (scaling is chapter 4's)."),
+                "you divided by sqrt(d_k): this chapter's score matrix is the raw Q Kᵀ; the scaling comes in "
+                "chapter 4."),
         Mistake(lambda q, k: torch.exp(_qk(q, k)) / torch.exp(_qk(q, k)).sum(-1, keepdim=True),
                 "you applied a softmax: the score matrix is the raw Q Kᵀ."),
     ),
@@ -195,11 +205,13 @@ HARD_HIDDEN = HiddenTests(
     make_cases=lookup_cases,
     mistakes=(
         Mistake(lambda q, k, v: _one_hot_lookup(_qk(q, k), v, worst=True),
-                "each query picked its worst key (argmin): the best match has the largest score."),
+                "each query picked its worst key (argmin): the best match has the largest score, "
+                "scores.argmax(dim=-1)."),
         Mistake(lambda q, k, v: _one_hot_lookup(_qk(q, k), k),
                 "you handed over the best key itself: a lookup returns the key's value, weights @ v."),
         Mistake(lambda q, k, v: _soft(_qk(q, k), v),
-                "you returned the soft lookup: a hard lookup gives all the weight to the best key."),
+                "you returned the soft lookup: a hard lookup puts all the weight on the best key, "
+                "one_hot(scores.argmax(dim=-1), S)."),
     ),
 )
 
@@ -214,7 +226,7 @@ SOFT_HIDDEN = HiddenTests(
                 "(the scaling is chapter 4's)."),
         Mistake(lambda q, k, v: _soft(_qk(q, k), v, dim=-2),
                 "the softmax runs over the queries: each query's row of weights (over the keys, "
-                "dim=-1) must sum to 1."),
+                "dim=-1) must sum to 1, torch.softmax(scores, dim=-1)."),
         Mistake(lambda q, k, v: _soft(_qk(q, k), k),
                 "you mixed the keys: a lookup hands over the values, weights @ v."),
         Mistake(lambda q, k, v: (_qk(q, k) @ v, _qk(q, k)),

@@ -17,6 +17,7 @@ from ...exercises.base import Case
 from ...exercises.compare import fmt_index, fmt_number
 from ...exercises.inputs import randn, with_float32
 from ..hidden_spec import HiddenTests, Mistake
+from .ch03_qkv import BATCHED_T
 
 
 def _rows_hint(outputs: tuple, case: Case) -> str | None:
@@ -27,10 +28,12 @@ def _rows_hint(outputs: tuple, case: Case) -> str | None:
     bad = ~torch.isclose(sums, torch.ones_like(sums), atol=1e-4) | sums.isnan()
     if bad.any():
         index = tuple(bad.nonzero()[0].tolist())
-        return (
-            f"row {fmt_index(index)} along dim={dim} does not sum to 1 "
-            f"(sum = {fmt_number(sums[index].item())})"
-        )
+        row = f"row {fmt_index(index)} along dim={dim} does not sum to 1 (sum = {fmt_number(sums[index].item())})"
+        if sums[index].isnan():  # the cause, and the fix, not only the symptom
+            return (f"{row}: NaN is inf / inf (an exp that overflowed) or 0 / 0 (a row whose every exp "
+                    "underflowed to 0). Subtract each row's own maximum along `dim` before exp, "
+                    "x - x.amax(dim=dim, keepdim=True): the largest entry of every row becomes exp(0) = 1.")
+        return f"{row}: divide by the sum along `dim` only, exps / exps.sum(dim=dim, keepdim=True)."
     return None
 
 
@@ -90,9 +93,10 @@ SOFTMAX_HIDDEN = HiddenTests(
     reference="transformer_course.attention:softmax",
     make_cases=softmax_cases,
     mistakes=(
+        # (The visible check's own words, so its message reads the same with the mistake named.)
         Mistake(_naive_softmax,
-                "exp overflows for large inputs (exp(1000) = inf, and inf/inf = NaN): subtract "
-                "the maximum along `dim` before exp."),
+                "exp(1002) overflows to inf and inf/inf is NaN. Subtract the maximum "
+                "(x - x.amax(dim, keepdim=True)) before exp: the result is unchanged."),
         # Written without torch.softmax: a mistake must fail as a mistake, not as a forbidden call.
         Mistake(lambda x, dim=-1: _stable_softmax(x, dim=-1),
                 "you always normalise over the last dimension: use the `dim` argument."),
@@ -100,6 +104,10 @@ SOFTMAX_HIDDEN = HiddenTests(
                 "you normalise over dimension 0: use the `dim` argument."),
         Mistake(lambda x, dim=-1: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum(),
                 "you normalise over the whole tensor: sum along `dim` only, with keepdim=True."),
+        Mistake(lambda x, dim=-1: torch.exp(x - x.max()) / torch.exp(x - x.max()).sum(dim=dim, keepdim=True),
+                "you subtract the maximum of the whole tensor (x.max()), not each row's own: a row far "
+                "below the overall maximum then underflows, exp(-2000) = 0 in every entry, and 0 / 0 is "
+                "NaN. Subtract the maximum along `dim`: x - x.amax(dim=dim, keepdim=True)."),
     ),
     diagnose=_rows_hint,
 )
@@ -126,7 +134,8 @@ SCORES_HIDDEN = HiddenTests(
     reference="transformer_course.attention:attention_scores",
     make_cases=scores_cases,
     mistakes=(
-        Mistake(lambda q, k: _qk(q, k), "you forgot the scaling: divide Q Kᵀ by sqrt(d_k)."),
+        Mistake(lambda q, k: _qk(q, k), "you forgot the scaling: divide by sqrt(d_k), Q Kᵀ / sqrt(d_k)."),
+        Mistake(lambda q, k: q @ k.T / math.sqrt(q.shape[-1]), BATCHED_T),
         Mistake(lambda q, k: _qk(q, k) / q.shape[-1],
                 "you divided by d_k; the scale is 1/sqrt(d_k)."),
         Mistake(lambda q, k: _qk(q, k) * math.sqrt(q.shape[-1]),

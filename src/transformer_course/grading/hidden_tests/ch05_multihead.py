@@ -207,12 +207,15 @@ class _Sketch(nn.Module):
     invert_mask = False
     keys_from_query = False  # k_proj(query), v_proj(query): self-attention only
     swap_key_value = False  # k_proj(value), v_proj(key)
+    ignore_kdim = False  # k_proj and v_proj take d_model features, whatever kdim and vdim say
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True,
                  kdim: int | None = None, vdim: int | None = None) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.q_proj = nn.Linear(d_model, d_model, bias=bias)
+        if self.ignore_kdim:
+            kdim = vdim = None
         self.k_proj = nn.Linear(kdim or d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(vdim or d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
@@ -280,6 +283,10 @@ class _SwappedKeyValue(_Sketch):
     swap_key_value = True
 
 
+class _IgnoresKdim(_Sketch):
+    ignore_kdim = True
+
+
 MHA_MISTAKES = (
     Mistake(_NoTransposeSplit, NO_TRANSPOSE_SPLIT.replace(
         "Split the last", "(Or call your split_heads.) Split the last")),
@@ -296,6 +303,10 @@ MHA_MISTAKES = (
                             "self.v_proj(value) (they differ in cross-attention)."),
     Mistake(_SwappedKeyValue, "keys and values are swapped: self.k_proj(key) makes the keys, "
                               "self.v_proj(value) the values."),
+    Mistake(_IgnoresKdim, "you ignore kdim and vdim: in cross-attention the keys and values may have "
+                          "widths of their own, so k_proj takes kdim features and v_proj vdim ones "
+                          "(d_model when they are None): nn.Linear(kdim or d_model, d_model) and "
+                          "nn.Linear(vdim or d_model, d_model)."),
 )
 
 MULTI_HEAD_ATTENTION_HIDDEN = HiddenTests(

@@ -70,7 +70,7 @@ def _causal(diagonal: int = 0, upper: bool = False, invert: bool = False):
 
 def causal_cases(gen: torch.Generator) -> list[Case]:
     del gen  # a causal mask has no random part
-    cases = [Case(f"causal_mask({n})", (n,)) for n in (1, 2, 3, 6, 7, 16)]
+    cases = [Case(f"a mask for {n} positions, causal_mask({n})", (n,)) for n in (1, 2, 3, 6, 7, 16)]
     cases.append(Case("causal_mask(4, device='cpu')", (4,), {"device": "cpu"}))
     cases.append(Case("causal_mask(5, device=torch.device('cpu'))", (5,), {"device": torch.device("cpu")}))
     return cases

@@ -192,18 +192,27 @@ class _ActivationAfterBoth(_FeedForwardParts):
         return self.act(self.linear2(self.act(self.linear1(x))))
 
 
+class _ActivationAfterLinear2(_FeedForwardParts):
+    def forward(self, x):
+        return self.act(self.linear2(self.linear1(x)))
+
+
 FEED_FORWARD_HIDDEN = HiddenTests(
     function="FeedForward",
     reference="transformer_course.feedforward:FeedForward",
     make_cases=feedforward_cases,
     mistakes=(
-        Mistake(_NoActivation, "you left out the activation between linear1 and linear2: without it "
-                               "the two layers collapse into one linear map."),
+        Mistake(_NoActivation, "you left out the activation between linear1 and linear2 (relu keeps "
+                               "positives and sets negatives to 0): without it the two layers collapse "
+                               "into one linear map."),
         Mistake(_AlwaysReLU, "you always use relu: use the `activation` argument ('relu' or 'gelu')."),
         Mistake(_TanhGELU, "you use the tanh approximation of GELU; activation='gelu' means the exact "
                            "one, nn.GELU() or F.gelu(h)."),
         Mistake(_ActivationAfterBoth, "the activation goes between the two linear layers only, not "
                                       "after linear2."),
+        Mistake(_ActivationAfterLinear2, "the activation goes between the two linear layers, not after "
+                                         "linear2: linear2(activation(linear1(x))). After linear2 it would "
+                                         "cut off every negative output of the network."),
     ),
 )
 
@@ -385,14 +394,17 @@ class _DecoderParts(_EncoderParts):
         self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
         self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps)
 
-    def run(self, x, memory, self_mask, memory_mask, cross_first=False, cross_kv=None):
+    def run(self, x, memory, self_mask, memory_mask, cross_first=False, cross_kv=None, cross_k=None,
+            cross_v=None):
         """The right wiring, with knobs for the mistakes."""
         def self_part(h):
             return self.self_attn(h, h, h, self_mask)[0]
 
         def cross_part(h):
             kv = memory if cross_kv is None else cross_kv(h)
-            return self.cross_attn(h, kv, kv, memory_mask)[0]
+            k = kv if cross_k is None else cross_k(h)
+            v = kv if cross_v is None else cross_v(h)
+            return self.cross_attn(h, k, v, memory_mask)[0]
 
         parts = [cross_part, self_part] if cross_first else [self_part, cross_part]
         parts.append(self.feed_forward)
@@ -421,6 +433,22 @@ class _DecoderSelfAttentionTwice(_DecoderParts):
         return self.run(x, memory, self_mask, None, cross_kv=lambda h: h)
 
 
+class _DecoderKeysFromX(_DecoderParts):
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        return self.run(x, memory, self_mask, memory_mask, cross_k=lambda h: h)
+
+
+class _DecoderValuesFromX(_DecoderParts):
+    def forward(self, x, memory, self_mask=None, memory_mask=None):
+        return self.run(x, memory, self_mask, memory_mask, cross_v=lambda h: h)
+
+
+# (One hint for both: on any input they fail the same way, but for the sizes in the message.)
+_CROSS_KEYS_VALUES = ("the cross-attention takes its keys or its values from x: only the queries come from the "
+                      "decoder (x); the keys and the values both come from the memory (the encoder's output), "
+                      "self.cross_attn(x, memory, memory, memory_mask).")
+
+
 class _DecoderAlwaysPostLN(_DecoderParts):
     def forward(self, x, memory, self_mask=None, memory_mask=None):
         self.norm_first = False
@@ -439,6 +467,8 @@ DECODER_LAYER_HIDDEN = HiddenTests(
         Mistake(_DecoderCrossFirst, "the order is self-attention, then cross-attention, then feed-forward."),
         Mistake(_DecoderSelfAttentionTwice, "the cross-attention takes its keys and values from the memory "
                                             "(the encoder's output), not from x."),
+        Mistake(_DecoderKeysFromX, _CROSS_KEYS_VALUES),
+        Mistake(_DecoderValuesFromX, _CROSS_KEYS_VALUES),
         Mistake(_DecoderAlwaysPostLN, "you always build post-LN: with norm_first=True, normalise each "
                                       "sublayer's input instead, x = x + sublayer(norm(x))."),
     ),
@@ -617,7 +647,8 @@ GREEDY_DECODE_HIDDEN = HiddenTests(
     mistakes=(
         Mistake(lambda m, s, max_len, start_id, end_id: _greedy(m, s, max_len, start_id, end_id,
                                                                 pad_after_end=False),
-                "a finished sentence must stay finished: after its end_id, fill its row with model.pad_id."),
+                "a finished sentence must stay finished: after its end_id, fill the rest of its row with "
+                "model.pad_id (next_token.masked_fill(finished, model.pad_id))."),
         Mistake(lambda m, s, max_len, start_id, end_id: _greedy(m, s, max_len, start_id, end_id, position=0),
                 "the next token comes from the decoder's *last* position: model.generator(hidden[:, -1])."),
         Mistake(lambda m, s, max_len, start_id, end_id: _greedy(m, s, max_len, start_id, end_id,
