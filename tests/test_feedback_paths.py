@@ -54,31 +54,10 @@ EXTRA = {
         "    return {t: i for i, t in enumerate(kept)}\n"),
     "tokens_to_ids": "def tokens_to_ids(tokens, vocab):\n    return [vocab.get(t, 0) for t in tokens]\n",
     "embed_tokens": "def embed_tokens(token_ids, table):\n    return table[token_ids] / math.sqrt(table.shape[-1])\n",
-    "QKVProjection": (  # k and v swapped
-        "class QKVProjection(nn.Module):\n"
-        "    def __init__(self, d_model, d_k, d_v=None, bias=True):\n"
-        "        super().__init__()\n"
-        "        self.q_proj = nn.Linear(d_model, d_k, bias=bias)\n"
-        "        self.k_proj = nn.Linear(d_model, d_k, bias=bias)\n"
-        "        self.v_proj = nn.Linear(d_model, d_k if d_v is None else d_v, bias=bias)\n"
-        "\n"
-        "    def forward(self, x):\n"
-        "        return self.q_proj(x), self.v_proj(x), self.k_proj(x)\n"),
     # the global maximum: rows far below it underflow to 0 / 0 (fault 4)
     "softmax": "def softmax(x, dim=-1):\n    e = torch.exp(x - x.max())\n    return e / e.sum(dim=dim, keepdim=True)\n",
     # .T on a batched tensor: it raises, and the message quotes the line (fault 2)
     "attention_scores": "def attention_scores(q, k):\n    return q @ k.T / math.sqrt(q.shape[-1])\n",
-    # the activation after the second layer passed its visible check (fault 7)
-    "FeedForward": (
-        "class FeedForward(nn.Module):\n"
-        "    def __init__(self, d_model, d_ff, dropout=0.0, activation='relu'):\n"
-        "        super().__init__()\n"
-        "        self.linear1 = nn.Linear(d_model, d_ff)\n"
-        "        self.linear2 = nn.Linear(d_ff, d_model)\n"
-        "        self.activation = nn.ReLU() if activation == 'relu' else nn.GELU()\n"
-        "\n"
-        "    def forward(self, x):\n"
-        "        return self.activation(self.linear2(self.linear1(x)))\n"),
 }
 
 
@@ -90,6 +69,12 @@ def _replaced(assignment: str, function: str, old: str, new: str) -> str:
 
 def extra(assignment: str, function: str) -> str:
     """A typical mistake written into the solution's own answer (a one-line change)."""
+    if function == "QKVProjection":  # k and v swapped
+        return _replaced(assignment, function, "return self.q_proj(x), self.k_proj(x), self.v_proj(x)",
+                         "return self.q_proj(x), self.v_proj(x), self.k_proj(x)")
+    if function == "FeedForward":  # the activation after the second layer passed its visible check (fault 7)
+        return _replaced(assignment, function, "return self.linear2(hidden)",
+                         "return self.activation(self.linear2(self.linear1(x)))")
     if function == "MultiHeadAttention":  # kdim and vdim ignored (fault 5)
         return _replaced(assignment, function, "kdim or d_model", "d_model").replace("vdim or d_model", "d_model")
     if function == "DecoderLayer":  # the cross-attention's keys from the decoder (fault 3)
