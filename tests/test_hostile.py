@@ -370,7 +370,9 @@ SURROGATE = "def softmax(x, dim=-1):\n    raise ValueError('\\ud800')\n"
 ESCAPES = (
     "from transformer_course.exercises import ExerciseFailure\n\n"
     "def attention_scores(q, k):\n"
-    "    raise ExerciseFailure('\\x1b[1F\\x1b[2Khonest_full  0/7    0        0\\x1b[1B')\n"
+    # a terminal escape rewriting the summary's line above; a right-to-left override reversing
+    # what follows it on the feedback page
+    "    raise ExerciseFailure('\\x1b[1F\\x1b[2Khonest_full  0/7    0        0\\x1b[1B \\u202e7/7 lluf')\n"
 )
 PATCHED_COMPARE = (  # rewrites the course's checking code in its own process
     "import transformer_course.exercises.compare as _compare\n"
@@ -891,6 +893,16 @@ def test_the_summary_prints_no_terminal_escapes(batch):
     assert "\x1b" not in batch["stdout"]
 
 
+def test_no_report_holds_invisible_text_movers(batch):
+    """A right-to-left override (U+202E) in a message would show the text after it backwards."""
+    reports = [batch["out"] / "grades.csv", batch["out"] / "results.json", *(batch["out"] / "feedback").glob("*.html")]
+    assert not [r.name for r in reports if "\u202e" in r.read_text(encoding="utf-8")]
+    assert "\u202e" not in batch["stdout"]
+    exercises = batch["details"]["escapes"]["exercises"]
+    message = next(e["message"] for e in exercises if e["grade_id"] == "test_attention_scores")
+    assert "\\u202e7/7 lluf" in message, message
+
+
 def test_reports_stay_small(batch):
     """A message quoting a megabyte-long value (which HTML escaping makes five times longer) is
     shortened: no feedback page or results file grows with what a student returns or raises."""
@@ -1029,3 +1041,62 @@ def test_other_chapters_memory_and_reports_stay_small(other_chapters, assignment
     assert graded["peak_bytes"] < 1024**3, graded["peak_bytes"] / 1024**2
     for page in (graded["out"] / "feedback").glob("*.html"):
         assert page.stat().st_size < 200_000, (page.name, page.stat().st_size)
+
+
+# --------------------------------------------------------------------------- laundering through allowed code
+# The run-time watch excuses every call made while an allowed function (the reference put in place
+# of an earlier exercise in grading, the student's own earlier function in the notebook) is on the
+# stack. An answer that hands that function an object whose method is its own code runs the
+# library call from inside the allowed frame: `softmax(hook)` calls `hook.amax(...)`, and there the
+# student calls F.scaled_dot_product_attention (from an added cell, which binds no exercise name, so
+# the look at the source does not flag it). Both outputs come from the library: it earns nothing.
+
+LAUNDERING_LIBRARY = (  # an added cell: binds `_library` only
+    "import torch.nn.functional as F\n\n"
+    "def _library(q, k, v, mask):\n"
+    "    S = k.shape[-2]\n"
+    "    eye = torch.eye(S, dtype=q.dtype, device=q.device).expand(*k.shape[:-2], S, S)\n"
+    "    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)\n"
+    "    weights = F.scaled_dot_product_attention(q, k, eye, attn_mask=mask)  # identity values: the weights\n"
+    "    return out.nan_to_num(0.0), weights.nan_to_num(0.0)\n"
+)
+LAUNDERING_ATTENTION = (
+    "class _Hook:\n"
+    "    def __init__(self, job):\n"
+    "        self.job = job\n"
+    "    def amax(self, *args, **kwargs):  # runs inside softmax's frame: allowed code\n"
+    "        self.out = self.job()\n"
+    "        return 0.0\n"
+    "    def __sub__(self, other):\n"
+    "        return torch.zeros(1)\n\n"
+    "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+    "    hook = _Hook(lambda: _library(q, k, v, mask))\n"
+    "    softmax(hook, dim=-1)\n"
+    "    return hook.out\n"
+)
+
+
+def test_a_library_call_laundered_through_the_allowed_softmax_earns_nothing(tmp_path):
+    subs, out = tmp_path / "class", tmp_path / "grades"
+    (subs / "launders").mkdir(parents=True)
+    nbformat.write(notebook({"scaled_dot_product_attention": LAUNDERING_ATTENTION},
+                            added={"softmax": LAUNDERING_LIBRARY}), subs / "launders" / NOTEBOOK)
+    run = subprocess.run(
+        [sys.executable, "-m", "transformer_course", "grade", CH04, str(subs), "--out", str(out),
+         "--timeout", str(TIMEOUT), "--seed", str(SEED), "--quiet", "--jobs", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (row,) = csv.DictReader((out / "grades.csv").open())
+    assert scores(row) == {**FULL, "test_scaled_dot_product_attention": 0.0}, row
+
+
+def test_the_notebooks_check_refuses_a_library_call_laundered_through_the_students_softmax(tmp_path):
+    from course_helpers import student_module
+    from transformer_course.checks import check
+    from transformer_course.exercises import ExerciseFailure
+
+    module = student_module(tmp_path, "import math\nimport torch\n\n" + SOFTMAX + "\n\n" + SCORES + "\n\n"
+                            + LAUNDERING_LIBRARY + "\n\n" + LAUNDERING_ATTENTION)
+    with pytest.raises(ExerciseFailure, match="earns no points"):
+        check("scaled_dot_product_attention", module.scaled_dot_product_attention)

@@ -54,13 +54,19 @@ def _student_line(tb: Any) -> str:
     return shown(line, 200)
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# Control characters (a terminal escape could rewrite the summary table), lone surrogates (they
+# cannot be written as UTF-8: one in a message stopped every report being written), and the
+# characters that move text about without being seen: line and paragraph separators, and the
+# marks and overrides of bidirectional text (U+202E shows what follows it backwards).
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def shown(text: str, limit: int = 1000) -> str:
     """Text that came from the student's code (an exception's message, a line of theirs) as every
     message shows it, in the notebook and in the grader's reports alike: at most ``limit``
-    characters, control characters (but newlines and tabs) written as escapes (``\\x1b``)."""
+    characters, control characters (but newlines and tabs) and invisible text movers written as
+    escapes (``\\x1b``, ``\\u202e``)."""
     if len(text) > limit:
         text = text[:limit] + f" ... ({len(text) - limit} more characters left out)"
     return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)

@@ -18,6 +18,7 @@ import inspect
 import linecache
 import os
 import sys
+import sysconfig
 import textwrap
 import threading
 import types
@@ -35,6 +36,19 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 # Parts of the package that are tooling, not answers: using them is allowed.
 _TOOLING = ("exercises", "grading", "checks", "device", "plotting", "cli", "__main__")
+# Where code that is not the student's own lives: Python's standard library and installed packages,
+# torch, this package, and the slices of it the grading sandbox installs (compiled as
+# "<course slice ...>", see grading/probe.py). Everything else (a notebook cell, a file next to it)
+# is the student's.
+_LIBRARY_PLACES = tuple(sorted({
+    *(os.path.join(sysconfig.get_paths()[key], "") for key in ("stdlib", "platstdlib", "purelib", "platlib")),
+    _TORCH_DIR, os.path.join(_PACKAGE_DIR, ""), "<frozen ", "<course slice ",
+}))
+
+
+def is_students_code(code: types.CodeType) -> bool:
+    """Whether ``code`` is the student's own (see ``_LIBRARY_PLACES``)."""
+    return not code.co_filename.startswith(_LIBRARY_PLACES)
 
 
 def is_reference_module(module_name: str) -> bool:
@@ -299,8 +313,10 @@ def source_violation(exercise: Exercise, source: str, tree: ast.AST | None = Non
 class Tripwire:
     """A context manager that records the first forbidden call made while it is active.
 
-    Calls into ``allowed_code`` (reference functions we substituted for earlier exercises)
-    and everything they call are not looked at.
+    Calls into ``allowed_code`` (the implementations put in place of earlier exercises) and the
+    library code they call are not looked at; the student's own code that they call back (a
+    method of an object the answer handed them, a ``__torch_function__``) is watched again, or
+    an answer could run the library call it may not make from inside an allowed function.
     """
 
     def __init__(self, exercise: Exercise, allowed_code: set[types.CodeType] = frozenset()):
@@ -308,28 +324,34 @@ class Tripwire:
         self.allowed_code = set(allowed_code)
         self.violation: str | None = None
         self.entered: set[types.CodeType] = set()  # the allowed code that ran (see checks.check)
-        self._allowed_frames: list[types.FrameType] = []
+        # Frames where the watch changed its mind, innermost last: (frame, True) where allowed code
+        # was entered (not watched from there), (frame, False) where the student's own code was
+        # entered from allowed code (watched again).
+        self._turns: list[tuple[types.FrameType, bool]] = []
         self._previous: Any = None
         self._closing = False
 
     def _profile(self, frame: types.FrameType, event: str, arg: Any) -> None:
         if self._closing:  # our own __exit__ switching the watch off
             return
-        if self._allowed_frames:
-            if event == "return" and frame is self._allowed_frames[-1]:
-                self._allowed_frames.pop()
-            elif event == "call" and frame.f_code in self.allowed_code:
-                self._allowed_frames.append(frame)
-                self.entered.add(frame.f_code)
-            return
-        if self.violation is not None:
+        excused = bool(self._turns) and self._turns[-1][1]
+        if event == "return":
+            if self._turns and frame is self._turns[-1][0]:
+                self._turns.pop()
             return
         if event == "call":
             code = frame.f_code
             if code in self.allowed_code:
-                self._allowed_frames.append(frame)
+                self._turns.append((frame, True))
                 self.entered.add(code)
-            elif _is_reference_file(code.co_filename):
+                return
+            if excused and is_students_code(code):
+                self._turns.append((frame, False))
+                excused = False
+        if excused or self.violation is not None:
+            return
+        if event == "call":
+            if _is_reference_file(code.co_filename):
                 module = os.path.relpath(code.co_filename, _PACKAGE_DIR).removesuffix(".py")
                 self.violation = (
                     f"calls transformer_course.{module.replace(os.sep, '.')}.{code.co_name}, "
@@ -362,10 +384,14 @@ class Tripwire:
                 return
 
     def _inside_allowed_code(self) -> bool:
+        """Whether the call being made comes from allowed code, through library code only (not
+        through the student's own code that allowed code called back)."""
         frame = sys._getframe(1)
         while frame is not None:
             if frame.f_code in self.allowed_code:
                 return True
+            if is_students_code(frame.f_code):
+                return False
             frame = frame.f_back
         return False
 

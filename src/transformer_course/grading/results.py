@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-PASSED, FAILED, ERROR = "passed", "failed", "error"
+from ..exercises.compare import shown
 
-# Control characters (a terminal escape could rewrite the summary table) and lone surrogates (they
-# cannot be written as UTF-8: one in a message stopped every report being written).
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+PASSED, FAILED, ERROR = "passed", "failed", "error"
 
 
 MAX_MESSAGE_CHARS = 8000  # one message in a report (a traceback included); the checks write under 2000
 
 
 def printable(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """``text`` safe to print and to write as UTF-8: control characters (but newlines and tabs)
-    and lone surrogates are written as escapes (``\\x1b``, ``\\ud800``), and shortened to ``limit``
-    characters (a message quoting a student's megabyte-long value would make every report as
+    """``text`` safe to print and to write as UTF-8: control characters (but newlines and tabs),
+    lone surrogates and invisible text movers are written as escapes (``\\x1b``, ``\\ud800``), and
+    shortened to ``limit`` characters (a message quoting a student's megabyte-long value would make every report as
     long). Everything that came from a student (a message, a cell's error, a file name) goes
-    through this before it reaches a report."""
-    if len(text) > limit:
-        text = text[:limit] + f" ... ({len(text) - limit} more characters left out)"
-    return _UNPRINTABLE.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)
+    through this before it reaches a report: the same escapes as the checks' own messages
+    (:func:`~transformer_course.exercises.compare.shown`), with the reports' longer limit."""
+    return shown(text, limit)
 
 
 @dataclass
