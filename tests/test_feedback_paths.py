@@ -386,8 +386,15 @@ def test_the_notebook_check_refuses_a_library_call_with_the_graders_message(sour
     message = notebook_check("01-tokens", "cosine_similarity_matrix", cosine_similarity_matrix=cell)
     assert message.startswith("`cosine_similarity_matrix` calls torch.nn.functional.cosine_similarity / "
                               "F.normalize") and "earns no points" in message, message
-    # nearest_neighbours, built on it, keeps passing: the call is cosine_similarity_matrix's, not its own
-    assert notebook_check("01-tokens", "nearest_neighbours", cosine_similarity_matrix=cell) == ""
+    # nearest_neighbours, built on it, keeps passing where cosine_similarity_matrix writes the call
+    # itself: it is that function's, not nearest_neighbours' (the grader puts a correct one in its
+    # place). A call whose name is hidden in pieces is excused nowhere: from inside an earlier
+    # function an answer could make any library call run for it (tests/test_hostile.py, "laundered").
+    later = notebook_check("01-tokens", "nearest_neighbours", cosine_similarity_matrix=cell)
+    if how == "hidden":
+        assert later.startswith("`nearest_neighbours` calls torch.nn.functional.cosine_similarity"), later
+    else:
+        assert later == ""
 
 
 def test_indices_are_named_not_measured():

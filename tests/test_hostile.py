@@ -1100,3 +1100,116 @@ def test_the_notebooks_check_refuses_a_library_call_laundered_through_the_studen
                             + LAUNDERING_LIBRARY + "\n\n" + LAUNDERING_ATTENTION)
     with pytest.raises(ExerciseFailure, match="earns no points"):
         check("scaled_dot_product_attention", module.scaled_dot_product_attention)
+
+
+# --------------------------------------------------------------------------- laundering without a student frame
+# The watch is taken up again only at a *Python frame* of the student's code that allowed code calls
+# back. A callback that is no such frame gets the excuse: a C callable the answer builds
+# (functools.partial of dict over zip(map(library, ...)), handed to the allowed softmax as `amax`),
+# or a library module the answer puts into the allowed module it was given (chapter 7: the reference
+# MultiHeadAttention's q_proj swapped for nn.TransformerEncoderLayer, whose mask a forward pre-hook
+# adds and has returned before the layer runs). Both do the exercise with the library call: nothing.
+
+LAUNDERING_C_LIBRARY = (  # an added cell: binds `_LIB` only
+    "import functools, itertools\n"
+    "import torch.nn.functional as F\n"
+    "_LIB = F.scaled_dot_product_attention\n"
+)
+LAUNDERING_C_ATTENTION = (
+    "class _Hook:\n"
+    "    def __sub__(self, other):  # the student's code only keeps what C code computed\n"
+    "        self.got = other\n"
+    "        return torch.zeros(1)\n\n"
+    "def scaled_dot_product_attention(q, k, v, mask=None):\n"
+    "    S = k.shape[-2]\n"
+    "    eye = torch.eye(S, dtype=q.dtype).expand(*k.shape[:-2], S, S)\n"
+    "    hook = _Hook()\n"
+    "    # softmax calls hook.amax(dim=..., keepdim=...): dict(zip(map(library, ...), count()), dim=..., keepdim=...)\n"
+    "    hook.amax = functools.partial(dict, zip(map(_LIB, [q, q], [k, k], [v, eye], [mask, mask]), itertools.count()))\n"
+    "    softmax(hook, dim=-1)\n"
+    "    out, weights = [t for t in hook.got if isinstance(t, torch.Tensor)]\n"
+    "    return out.nan_to_num(0.0), weights.nan_to_num(0.0)\n"
+)
+
+
+def test_a_library_call_laundered_through_a_c_callable_earns_nothing(tmp_path):
+    subs, out = tmp_path / "class", tmp_path / "grades"
+    (subs / "launders").mkdir(parents=True)
+    nbformat.write(notebook({"scaled_dot_product_attention": LAUNDERING_C_ATTENTION},
+                            added={"softmax": LAUNDERING_C_LIBRARY}), subs / "launders" / NOTEBOOK)
+    run = subprocess.run(
+        [sys.executable, "-m", "transformer_course", "grade", CH04, str(subs), "--out", str(out),
+         "--timeout", str(TIMEOUT), "--seed", str(SEED), "--quiet", "--jobs", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (row,) = csv.DictReader((out / "grades.csv").open())
+    assert scores(row) == {**FULL, "test_scaled_dot_product_attention": 0.0}, row
+
+
+def test_the_notebooks_check_refuses_a_library_call_laundered_through_a_c_callable(tmp_path):
+    from course_helpers import student_module
+    from transformer_course.checks import check
+    from transformer_course.exercises import ExerciseFailure
+
+    module = student_module(tmp_path, "import math\nimport torch\n\n" + SOFTMAX + "\n\n" + SCORES + "\n\n"
+                            + LAUNDERING_C_LIBRARY + "\n\n" + LAUNDERING_C_ATTENTION)
+    with pytest.raises(ExerciseFailure, match="earns no points"):
+        check("scaled_dot_product_attention", module.scaled_dot_product_attention)
+
+
+CH07 = "07-encoder-decoder"
+LIBRARY_LAYER = (  # an added cell, run with the notebook (not while an answer is checked): binds `_LAYER`, `_OUT`
+    "_LAYER = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True, dtype=torch.float64)\n"
+    "_OUT = []\n"
+    "_LAYER.register_forward_hook(lambda m, i, o: _OUT.append(o))\n"
+)
+LIBRARY_LAYER_FORWARD = (
+    "    def forward(self, x, mask=None):\n"
+    "        B, S, d = x.shape\n"
+    "        H = self.self_attn.n_heads\n"
+    "        a, lib = self.self_attn, _LAYER\n"
+    "        sa = lib.self_attn  # the library layer, given this layer's weights\n"
+    "        sa.embed_dim, sa.num_heads, sa.head_dim, sa.kdim, sa.vdim = d, H, d // H, d, d\n"
+    "        sa.in_proj_weight = nn.Parameter(torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]))\n"
+    "        sa.in_proj_bias = nn.Parameter(torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]))\n"
+    "        sa.out_proj = a.out_proj\n"
+    "        lib.linear1, lib.linear2 = self.feed_forward.linear1, self.feed_forward.linear2\n"
+    "        lib.norm1, lib.norm2, lib.norm_first = self.norm1, self.norm2, self.norm_first\n"
+    "        lib.activation = self.feed_forward.activation\n"
+    "        lib.train(self.training)\n"
+    "        m = None if mask is None else (~mask).expand(B, H, S, S).reshape(B * H, S, S)\n"
+    "        saved = a.q_proj\n"
+    "        a.q_proj = lib  # called by the allowed MultiHeadAttention.forward, through torch's code only\n"
+    "        h = lib.register_forward_pre_hook(lambda mod, args, kw: (args, {'src_mask': m}), with_kwargs=True)\n"
+    "        try:\n"
+    "            a(x, x, x, mask)\n"
+    "        finally:\n"
+    "            h.remove()\n"
+    "            a.q_proj = saved\n"
+    "        return _OUT.pop()\n"
+)
+
+
+def test_a_library_module_put_into_the_allowed_module_earns_nothing(tmp_path):
+    nb = nbformat.read(solution_path(CH07), as_version=4)
+    cells = []
+    for cell in nb.cells:
+        if grade_id_of(cell) == "EncoderLayer":
+            cell.source = cell.source.split("    def forward")[0] + LIBRARY_LAYER_FORWARD
+        cells.append(cell)
+        if grade_id_of(cell) == "FeedForward":
+            cells.append(nbformat.v4.new_code_cell(LIBRARY_LAYER))
+    nb.cells = cells
+    subs, out = tmp_path / "class", tmp_path / "grades"
+    (subs / "launders").mkdir(parents=True)
+    nbformat.write(nb, subs / "launders" / solution_path(CH07).name)
+    run = subprocess.run(
+        [sys.executable, "-m", "transformer_course", "grade", CH07, str(subs), "--out", str(out),
+         "--timeout", str(TIMEOUT), "--seed", str(SEED), "--quiet", "--jobs", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    (row,) = csv.DictReader((out / "grades.csv").open())
+    assert float(row["test_EncoderLayer"]) == 0.0, row
+    assert float(row["test_FeedForward"]) == 2.0, row  # the honest exercises keep their points

@@ -120,6 +120,26 @@ def static_violation(
     return source_violation(exercise, source)
 
 
+def rules_it_names(exercise: Exercise, fn: Any) -> frozenset[Forbidden]:
+    """The rules of ``exercise`` whose library calls the source of the student's own function (or
+    class) ``fn`` writes: in the notebook, the forbidden calls an earlier function of the student's
+    makes itself, which cost that function its points and not the exercise that calls it. Nothing
+    for code that is not the student's (the references) or whose source cannot be read."""
+    methods = [v for v in vars(fn).values() if isinstance(v, types.FunctionType)] if isinstance(fn, type) else [fn]
+    named: set[str] = set()
+    for method in methods:
+        code = getattr(method, "__code__", None)
+        if code is None or not is_students_code(code):
+            return frozenset()
+        try:
+            tree = _parse(textwrap.dedent(inspect.getsource(method)))
+        except (OSError, TypeError):
+            return frozenset()
+        if tree is not None:
+            named |= source_facts(tree).attributes
+    return frozenset(rule for rule in exercise.forbidden if rule.attribute_names & named)
+
+
 # Names that switch off or get around the run-time watch; an answer has no use for them.
 TAMPERING = frozenset({"setprofile", "settrace", "_getframe", "get_objects", "get_referrers",
                        "__subclasses__", "ctypes", "ctypeslib", "pythonapi",
@@ -313,15 +333,22 @@ def source_violation(exercise: Exercise, source: str, tree: ast.AST | None = Non
 class Tripwire:
     """A context manager that records the first forbidden call made while it is active.
 
-    Calls into ``allowed_code`` (the implementations put in place of earlier exercises) and the
-    library code they call are not looked at; the student's own code that they call back (a
-    method of an object the answer handed them, a ``__torch_function__``) is watched again, or
-    an answer could run the library call it may not make from inside an allowed function.
+    ``allowed_code`` is the code of the implementations put in place of earlier exercises (the
+    references in grading, the student's own earlier functions in the notebook). Calling it is
+    not a call into the course's reference, and inside it only the rules in ``excused_rules`` are
+    not enforced: the forbidden calls the student's own earlier function makes itself (it loses its
+    own points for them). Nothing else is excused there, since an answer can make allowed code run
+    a library call for it in many ways (a method of an object it hands over, ``map`` or
+    ``functools.partial`` called back from C, a library module put into an allowed module); the
+    references make no forbidden call. The student's own code that allowed code calls back is
+    watched as if called directly.
     """
 
-    def __init__(self, exercise: Exercise, allowed_code: set[types.CodeType] = frozenset()):
+    def __init__(self, exercise: Exercise, allowed_code: set[types.CodeType] = frozenset(),
+                 excused_rules: frozenset[Forbidden] = frozenset()):
         self.rules: tuple[Forbidden, ...] = exercise.forbidden
         self.allowed_code = set(allowed_code)
+        self.excused_rules = excused_rules
         self.violation: str | None = None
         self.entered: set[types.CodeType] = set()  # the allowed code that ran (see checks.check)
         # Frames where the watch changed its mind, innermost last: (frame, True) where allowed code
@@ -348,22 +375,23 @@ class Tripwire:
             if excused and is_students_code(code):
                 self._turns.append((frame, False))
                 excused = False
-        if excused or self.violation is not None:
+        if self.violation is not None:
             return
+        rules = [r for r in self.rules if r not in self.excused_rules] if excused else self.rules
         if event == "call":
-            if _is_reference_file(code.co_filename):
+            if not excused and _is_reference_file(code.co_filename):
                 module = os.path.relpath(code.co_filename, _PACKAGE_DIR).removesuffix(".py")
                 self.violation = (
                     f"calls transformer_course.{module.replace(os.sep, '.')}.{code.co_name}, "
                     "the course's reference implementation"
                 )
             else:
-                for rule in self.rules:
+                for rule in rules:
                     if _is_forbidden_code(rule, code):
                         self.violation = f"calls {rule.label}"
         elif event == "c_call":
             name = getattr(arg, "__name__", "")
-            for rule in self.rules:
+            for rule in rules:
                 if name in rule.builtin_names:
                     self.violation = f"calls {rule.label}"
             if name in SWITCHES_OFF:
@@ -379,7 +407,7 @@ class Tripwire:
         for rule in self.rules:
             if (name in rule.builtin_names or any(name == f for _, f in rule.python_functions)
                     or any(part in name for part in rule.torch_name_parts)):
-                if not self._inside_allowed_code():
+                if rule not in self.excused_rules or not self._inside_allowed_code():
                     self.violation = f"calls {rule.label}"
                 return
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import Case, Exercise, ExerciseFailure
-from .forbidden import Tripwire
+from .forbidden import Tripwire, rules_it_names
 
 
 def with_globals(fn: Callable[..., Any], overrides: dict[str, Any]) -> Callable[..., Any]:
@@ -64,10 +64,12 @@ def code_objects(obj: Any) -> list[types.CodeType]:
 
 
 def watcher(exercise: Exercise, allowed: dict[str, Any]) -> Callable[[], Tripwire]:
-    """A factory of tripwires for ``exercise`` that ignore calls into ``allowed``'s code (the
-    implementations substituted for earlier exercises, and what they call)."""
+    """A factory of tripwires for ``exercise`` that know ``allowed``'s code (the implementations
+    put in place of earlier exercises) and excuse, inside it, only the forbidden calls the
+    student's own earlier functions write themselves (see :class:`~.forbidden.Tripwire`)."""
     allowed_code = {code for f in allowed.values() for code in code_objects(f)}
-    return lambda: Tripwire(exercise, allowed_code)
+    excused = frozenset(rule for f in allowed.values() for rule in rules_it_names(exercise, f))
+    return lambda: Tripwire(exercise, allowed_code, excused)
 
 
 def namespace_of(fn: Any) -> dict[str, Any]:
