@@ -1076,30 +1076,19 @@ LAUNDERING_ATTENTION = (
 )
 
 
-def test_a_library_call_laundered_through_the_allowed_softmax_earns_nothing(tmp_path):
+def graded_alone(tmp_path: Path, assignment: str, nb, name: str) -> dict[str, str]:
+    """``nb`` graded on its own by `grade` (sandboxed, one job): its row of grades.csv."""
     subs, out = tmp_path / "class", tmp_path / "grades"
     (subs / "launders").mkdir(parents=True)
-    nbformat.write(notebook({"scaled_dot_product_attention": LAUNDERING_ATTENTION},
-                            added={"softmax": LAUNDERING_LIBRARY}), subs / "launders" / NOTEBOOK)
+    nbformat.write(nb, subs / "launders" / name)
     run = subprocess.run(
-        [sys.executable, "-m", "transformer_course", "grade", CH04, str(subs), "--out", str(out),
+        [sys.executable, "-m", "transformer_course", "grade", assignment, str(subs), "--out", str(out),
          "--timeout", str(TIMEOUT), "--seed", str(SEED), "--quiet", "--jobs", "1"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     (row,) = csv.DictReader((out / "grades.csv").open())
-    assert scores(row) == {**FULL, "test_scaled_dot_product_attention": 0.0}, row
-
-
-def test_the_notebooks_check_refuses_a_library_call_laundered_through_the_students_softmax(tmp_path):
-    from course_helpers import student_module
-    from transformer_course.checks import check
-    from transformer_course.exercises import ExerciseFailure
-
-    module = student_module(tmp_path, "import math\nimport torch\n\n" + SOFTMAX + "\n\n" + SCORES + "\n\n"
-                            + LAUNDERING_LIBRARY + "\n\n" + LAUNDERING_ATTENTION)
-    with pytest.raises(ExerciseFailure, match="earns no points"):
-        check("scaled_dot_product_attention", module.scaled_dot_product_attention)
+    return row
 
 
 # --------------------------------------------------------------------------- laundering without a student frame
@@ -1125,35 +1114,36 @@ LAUNDERING_C_ATTENTION = (
     "    eye = torch.eye(S, dtype=q.dtype).expand(*k.shape[:-2], S, S)\n"
     "    hook = _Hook()\n"
     "    # softmax calls hook.amax(dim=..., keepdim=...): dict(zip(map(library, ...), count()), dim=..., keepdim=...)\n"
-    "    hook.amax = functools.partial(dict, zip(map(_LIB, [q, q], [k, k], [v, eye], [mask, mask]), itertools.count()))\n"
+    "    pairs = zip(map(_LIB, [q, q], [k, k], [v, eye], [mask, mask]), itertools.count())  # lazy: runs in C\n"
+    "    hook.amax = functools.partial(dict, pairs)\n"
     "    softmax(hook, dim=-1)\n"
     "    out, weights = [t for t in hook.got if isinstance(t, torch.Tensor)]\n"
     "    return out.nan_to_num(0.0), weights.nan_to_num(0.0)\n"
 )
 
 
-def test_a_library_call_laundered_through_a_c_callable_earns_nothing(tmp_path):
-    subs, out = tmp_path / "class", tmp_path / "grades"
-    (subs / "launders").mkdir(parents=True)
-    nbformat.write(notebook({"scaled_dot_product_attention": LAUNDERING_C_ATTENTION},
-                            added={"softmax": LAUNDERING_C_LIBRARY}), subs / "launders" / NOTEBOOK)
-    run = subprocess.run(
-        [sys.executable, "-m", "transformer_course", "grade", CH04, str(subs), "--out", str(out),
-         "--timeout", str(TIMEOUT), "--seed", str(SEED), "--quiet", "--jobs", "1"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    (row,) = csv.DictReader((out / "grades.csv").open())
+# Both ways of laundering, graded and in the notebook's own check: the exercise earns nothing.
+LAUNDERINGS = pytest.mark.parametrize("library, attention", [
+    (LAUNDERING_LIBRARY, LAUNDERING_ATTENTION), (LAUNDERING_C_LIBRARY, LAUNDERING_C_ATTENTION),
+], ids=["student-frame", "c-callable"])
+
+
+@LAUNDERINGS
+def test_a_library_call_laundered_through_the_allowed_softmax_earns_nothing(tmp_path, library, attention):
+    nb = notebook({"scaled_dot_product_attention": attention}, added={"softmax": library})
+    row = graded_alone(tmp_path, CH04, nb, NOTEBOOK)
     assert scores(row) == {**FULL, "test_scaled_dot_product_attention": 0.0}, row
 
 
-def test_the_notebooks_check_refuses_a_library_call_laundered_through_a_c_callable(tmp_path):
+@LAUNDERINGS
+def test_the_notebooks_check_refuses_a_library_call_laundered_through_the_students_softmax(tmp_path, library,
+                                                                                         attention):
     from course_helpers import student_module
     from transformer_course.checks import check
     from transformer_course.exercises import ExerciseFailure
 
     module = student_module(tmp_path, "import math\nimport torch\n\n" + SOFTMAX + "\n\n" + SCORES + "\n\n"
-                            + LAUNDERING_C_LIBRARY + "\n\n" + LAUNDERING_C_ATTENTION)
+                            + library + "\n\n" + attention)
     with pytest.raises(ExerciseFailure, match="earns no points"):
         check("scaled_dot_product_attention", module.scaled_dot_product_attention)
 
@@ -1201,15 +1191,6 @@ def test_a_library_module_put_into_the_allowed_module_earns_nothing(tmp_path):
         if grade_id_of(cell) == "FeedForward":
             cells.append(nbformat.v4.new_code_cell(LIBRARY_LAYER))
     nb.cells = cells
-    subs, out = tmp_path / "class", tmp_path / "grades"
-    (subs / "launders").mkdir(parents=True)
-    nbformat.write(nb, subs / "launders" / solution_path(CH07).name)
-    run = subprocess.run(
-        [sys.executable, "-m", "transformer_course", "grade", CH07, str(subs), "--out", str(out),
-         "--timeout", str(TIMEOUT), "--seed", str(SEED), "--quiet", "--jobs", "1"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    (row,) = csv.DictReader((out / "grades.csv").open())
+    row = graded_alone(tmp_path, CH07, nb, solution_path(CH07).name)
     assert float(row["test_EncoderLayer"]) == 0.0, row
     assert float(row["test_FeedForward"]) == 2.0, row  # the honest exercises keep their points
