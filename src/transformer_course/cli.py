@@ -83,6 +83,21 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if result.total == result.max_total else 1
 
 
+def jupyter_session() -> Path | None:
+    """The notebook that Jupyter started this kernel for, when it is in the working directory.
+
+    JupyterLab names it in ``JPY_SESSION_NAME``; programs that run notebooks (nbgrader's autograde
+    and Validate, the course's tests) do not. Cells that only make sense for a student at work (the
+    hand-in check, chapter 8's longer training run) ask this first.
+    """
+    import os
+
+    session = Path(os.environ.get("JPY_SESSION_NAME") or "nothing")
+    if session.suffix != ".ipynb" or session.parent.resolve() != Path.cwd().resolve():
+        return None
+    return session
+
+
 def check_notebook(name: str) -> None:
     """What the last cell of every notebook runs: ``transformer-course check`` on this notebook, as saved.
 
@@ -93,13 +108,12 @@ def check_notebook(name: str) -> None:
     inside its own grading. Without a sandbox on this machine the check runs without one: it is the
     student's own code.
     """
-    import os
     import subprocess
     import time
 
-    session = Path(os.environ.get("JPY_SESSION_NAME") or "nothing")
     command = f"transformer-course check {name}"
-    if session.suffix != ".ipynb" or session.parent.resolve() != Path.cwd().resolve():
+    session = jupyter_session()
+    if session is None:
         print(f"Not run here: this cell checks the notebook when you run it yourself in Jupyter. "
               f"In a terminal, in the notebook's folder: {command}")
         return
