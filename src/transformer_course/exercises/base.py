@@ -108,6 +108,20 @@ class Case:
             moved = replace(moved, kwargs={**moved.kwargs, "device": device})
         return moved
 
+    def apply(self, fn: Callable[..., Any]) -> Any:
+        """What the checks compare of calling ``fn`` on this case: ``collect(fn(*args, **kwargs))``.
+
+        The hook for an exercise whose effect is not (only) its return value: a case class of its
+        own may prepare the inputs first and collect what the call changed (a training step: the
+        model's parameters after it, see ``ch08_training.StepCase``). Every check calls functions
+        through here (``compare.run_case``): visible, hidden, ``--nbgrader`` and the sandbox's probe.
+        """
+        return self.collect(fn(*self.args, **self.kwargs))
+
+    def collect(self, result: Any) -> Any:
+        """The outputs to compare, from what the call returned (by default: what it returned)."""
+        return result
+
     def clone(self) -> Case:
         """A deep copy of the inputs, so the student's call cannot change ours.
 

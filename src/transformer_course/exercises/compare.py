@@ -133,11 +133,13 @@ def run_case(fn: Callable[..., Any], case: Case) -> Any:
 
     A module is built with ``case.init``, given the case's weights (``load_state_dict``),
     moved to the case's dtype and device and put in eval mode (no dropout) before the call.
+    The call goes through ``case.apply`` (see :meth:`.base.Case.apply`): a case may prepare its
+    inputs and collect more than the return value (a training step's parameters afterwards).
     """
     if case.init is None:
-        return fn(*case.args, **case.kwargs)
+        return case.apply(fn)
     module = build_module(fn, case)
-    return module(*case.args, **case.kwargs)
+    return case.apply(module)
 
 
 def build_module(cls: Callable[..., Any], case: Case) -> torch.nn.Module:
