@@ -80,6 +80,8 @@ def extra(assignment: str, function: str) -> str:
     if function == "DecoderLayer":  # the cross-attention's keys from the decoder (fault 3)
         return _replaced(assignment, function, "self.cross_attn(h, memory, memory, memory_mask)",
                          "self.cross_attn(h, h, memory, memory_mask)")
+    if function == "learning_rate":  # float32 arithmetic: the rates are float32
+        return _replaced(assignment, function, "step = step.double()", "step = step.float()")
     return EXTRA[function]
 
 
@@ -122,6 +124,13 @@ PLANS: dict[str, list[dict[str, str]]] = {
         # a FeedForward whose mistake now fails its own check, and the right EncoderLayer that calls
         # it: the notebook says so (fault 7); a forbidden DecoderLayer is refused before it runs
         {"FeedForward": "extra", "DecoderLayer": FORBIDDEN},
+    ],
+    "08-training": [
+        # make_batch and train_step, right, call the wrong teacher_forcing and label_smoothed_loss
+        {"teacher_forcing": "wrong", "label_smoothed_loss": "wrong", "learning_rate": "wrong",
+         "sequence_accuracy": "wrong"},
+        # a wrong train_step calling a label_smoothed_loss that is forbidden but right: its own message
+        {"make_batch": "wrong", "train_step": "wrong", "label_smoothed_loss": FORBIDDEN, "learning_rate": "extra"},
     ],
 }
 
@@ -293,6 +302,10 @@ EXPECTED = {  # what the faults of issue 12 now say, on all three paths
     ("07-encoder-decoder", 2, "FeedForward"): "Likely mistake: the activation goes between the two linear layers, "
                                               "not after linear2",
     ("07-encoder-decoder", 2, "EncoderLayer"): "your `FeedForward`, which `EncoderLayer` calls, fails its own check",
+    ("08-training", 0, "make_batch"): "your `teacher_forcing`, which `make_batch` calls, fails its own check",
+    ("08-training", 0, "train_step"): "your `label_smoothed_loss`, which `train_step` calls, fails its own check",
+    ("08-training", 1, "learning_rate"): "has dtype torch.float32, expected torch.float64.\n  Hint: compute in "
+                                         "float64: step.double()",
 }
 
 
