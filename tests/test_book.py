@@ -196,3 +196,15 @@ def test_figures_have_captions_and_descriptions(built_html: Path, chapter: str) 
         alt = re.search(r'<img\b[^>]*\balt="([^"]*)"', figure).group(1)
         assert len(alt.split()) >= 5 and not alt.endswith(".png"), f"{chapter}: alt text {alt!r}"
         assert 'class="figure-full-size' in figure, f"{chapter}: a figure without its full-size link"
+
+
+@pytest.mark.slow
+def test_chapter_8_trains_a_model_that_passes_its_test(built_html: Path) -> None:
+    """Chapter 8 trains the default run while the book is built and prints its test-set scores:
+    the page shows a model that has learned the task (>= 97 % of unseen numbers exactly right)."""
+    text = (built_html / "book/08-training.html").read_text(encoding="utf-8")
+    exact = re.search(r"test exact match: ([\d.]+) %", text)
+    token = re.search(r"test token accuracy: ([\d.]+) %", text)
+    assert exact and token, "chapter 8 does not print its test exact match and token accuracy"
+    assert float(exact.group(1)) >= 97.0, f"the book's run reached only {exact.group(1)} % test exact match"
+    assert float(token.group(1)) >= float(exact.group(1))

@@ -302,7 +302,7 @@ def plot_ablation(runs: Sequence[tuple[str, History]], up_to: int | None = None,
         up_to: draw only evaluations up to this step (to compare runs of different lengths).
     """
     if ax is None:
-        _, ax = plt.subplots(figsize=(COLUMN_WIDTH * 0.8, 3.3), layout="constrained")
+        _, ax = plt.subplots(figsize=(COLUMN_WIDTH * 0.8, 4.0), layout="constrained")
     colours = [EXACT_COLOUR, ABLATION_COLOUR, "tab:brown", "tab:gray"]
     for (label, history), colour in zip(runs, colours):
         keep = [i for i, s in enumerate(history.eval_steps) if up_to is None or s <= up_to]
@@ -314,7 +314,7 @@ def plot_ablation(runs: Sequence[tuple[str, History]], up_to: int | None = None,
     ax.set_xlabel("step")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     return ax
 
 
