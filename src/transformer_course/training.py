@@ -120,8 +120,10 @@ def label_smoothed_loss(
     vocab = log_probs.shape[-1]
     real = labels != pad_id  # (batch, T)
     on_label = log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)  # (batch, T): log p(y)
-    # The other vocab - 2 tokens: everything but the label and padding.
-    on_others = log_probs.sum(dim=-1) - on_label - log_probs[..., pad_id]  # (batch, T)
+    # The other vocab - 2 tokens: everything but padding, less the label. (Padding is left out by
+    # index, not subtracted: a model may give it log-probability -inf, and -inf - -inf is NaN.)
+    not_pad = torch.arange(vocab, device=log_probs.device) != pad_id  # (vocab,)
+    on_others = log_probs[..., not_pad].sum(dim=-1) - on_label  # (batch, T)
     per_token = -(1 - smoothing) * on_label - smoothing / (vocab - 2) * on_others  # (batch, T)
     # where(), not per_token * real: at a padding label the sum above can be -inf, and -inf * 0 is NaN.
     total = torch.where(real, per_token, torch.zeros_like(per_token)).sum()
