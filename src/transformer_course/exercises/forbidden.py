@@ -407,7 +407,10 @@ class Tripwire:
         for rule in self.rules:
             if (name in rule.builtin_names or any(name == f for _, f in rule.python_functions)
                     or any(part in name for part in rule.torch_name_parts)):
-                if rule not in self.excused_rules or not self._inside_allowed_code():
+                # An excused call's gradient (nll_loss_backward, ...) runs later, when the answer calls
+                # backward(), from autograd rather than from the allowed code that made the call: it is
+                # the same call's, excused with it.
+                if rule not in self.excused_rules or not (self._inside_allowed_code() or "backward" in name):
                     self.violation = f"calls {rule.label}"
                 return
 
