@@ -21,15 +21,17 @@ decoder input), ``END = 2`` (ends every target). Ids are plain ``list[int]``;
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from transformer_course.tokenizer import UNK, tokens_to_ids, word_tokenize
 
 PAD, START, END = 0, 1, 2
 SPECIALS = ("<pad>", "<start>", "<end>")
 MAX_NUMBER = 1_000_000  # numbers 0 .. 999 999: up to 6 digits, up to 13 word tokens
+SHORT_SHARE = 0.25  # of draws by length first (see draw_weights)
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
          "fifteen sixteen seventeen eighteen nineteen").split()
@@ -127,16 +129,35 @@ class NumberTask:
         return word_tokenize(number_to_words(n))
 
 
+def draw_weights(short_share: float = SHORT_SHARE) -> np.ndarray:
+    """``(1 000 000,)`` float64, summing to 1: how likely :func:`make_task` draws each number.
+
+    A mixture: with probability ``1 - short_share`` a number uniformly below one million, with
+    ``short_share`` a number of 1 to 6 digits, the length first (uniformly), then the number. Drawn
+    uniformly alone, nine numbers in ten have six digits and one in a thousand has three or fewer:
+    a model trained on such draws never learns to stop early, and writes "seven" as 7777777.
+    """
+    lengths = np.array([len(str(n)) for n in range(MAX_NUMBER)])  # 1..6 digits
+    per_length = np.bincount(lengths)[lengths]  # how many numbers share each number's length
+    weights = (1 - short_share) / MAX_NUMBER + short_share / (6 * per_length)
+    return weights / weights.sum()
+
+
 def make_task(seed: int = 0, n_train: int = 50_000, n_validation: int = 1_000, n_test: int = 2_000) -> NumberTask:
     """Draw ``n_train + n_validation + n_test`` different numbers below 1 000 000 with ``seed``.
 
-    The three splits share no number, so a test source never occurs in training.
+    Numbers are drawn as :func:`draw_weights` says (every length well represented), without
+    repetition, then dealt at random into the three splits: they share no number, so a test source
+    never occurs in training.
     """
     total = n_train + n_validation + n_test
-    if min(n_train, n_validation, n_test) < 1 or total > MAX_NUMBER:
-        raise ValueError(f"split sizes must be >= 1 and add up to at most {MAX_NUMBER:,}; got "
+    if min(n_train, n_validation, n_test) < 1 or total > MAX_NUMBER // 2:
+        raise ValueError(f"split sizes must be >= 1 and add up to at most {MAX_NUMBER // 2:,}; got "
                          f"{n_train}, {n_validation}, {n_test}")
-    numbers = random.Random(seed).sample(range(MAX_NUMBER), total)
+    rng = np.random.default_rng(seed)
+    drawn = rng.choice(MAX_NUMBER, size=total, replace=False, p=draw_weights())
+    # Shuffled before dealing: the draw takes the likeliest numbers (the short ones) first.
+    numbers = [int(n) for n in rng.permutation(drawn)]
     train = tuple(numbers[:n_train])
     validation = tuple(numbers[n_train:n_train + n_validation])
     test = tuple(numbers[n_train + n_validation:])

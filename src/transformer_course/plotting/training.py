@@ -21,6 +21,7 @@ figure helpers follow.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -438,7 +439,8 @@ def accuracy_by_digits(model: nn.Module, task: NumberTask, per_length: int = 300
     Returns:
         One ``(digits, share of the training numbers with that many digits, how many numbers
         were scored, exact match)`` per length. Up to ``per_length`` numbers per length, drawn
-        with ``seed`` (all of them where there are fewer).
+        with ``seed`` (all of them where there are fewer; exact match is NaN where every number of
+        that length is a training number).
     """
     import random
 
@@ -460,7 +462,8 @@ def accuracy_by_digits(model: nn.Module, task: NumberTask, per_length: int = 300
         else:
             numbers = sorted(rng.sample(pool, min(per_length, len(pool))))
         share = sum(low <= n < high for n in task.train) / len(task.train)
-        rows.append((digits, share, len(numbers), evaluate(model, task, numbers)["exact"]))
+        exact = evaluate(model, task, numbers)["exact"] if numbers else math.nan  # (all in training)
+        rows.append((digits, share, len(numbers), exact))
     return rows
 
 
