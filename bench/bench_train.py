@@ -142,7 +142,7 @@ def step_time_ratio(config: TrainConfig, min_run_time: float, n_batches: int = 1
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600, help="steps of the default run (default 600)")
+    parser.add_argument("--steps", type=int, default=1200, help="steps of the default run (default 1200, the full run)")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--min-run-time", type=float, default=3.0, help="seconds per step-time measurement")
     parser.add_argument("--skip-run", action="store_true", help="only the step-time ratio")
