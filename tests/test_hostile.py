@@ -1194,3 +1194,99 @@ def test_a_library_module_put_into_the_allowed_module_earns_nothing(tmp_path):
     row = graded_alone(tmp_path, CH07, nb, solution_path(CH07).name)
     assert float(row["test_EncoderLayer"]) == 0.0, row
     assert float(row["test_FeedForward"]) == 2.0, row  # the honest exercises keep their points
+
+
+# --------------------------------------------------------------------------- work deferred past the call
+# (attack round on chapter 8) The answer returns a placeholder and does the exercise with the library
+# call later, in its own code that the checking code runs when it looks at what came back: an input
+# tensor whose class the answer changed (run by the check that inputs are unchanged), or a tuple
+# subclass (run when its items are read). That code ran after the watch had closed; the watch now
+# lasts until the outputs are plain tensors, and inputs of another type or tuple subclasses fail.
+CH08 = "08-training"
+LATE_TENSOR = (  # an added cell after the setup: binds `_Late`, `_PENDING`, `_fill`
+    "import torch.nn.functional as _FF\n"
+    "_PENDING = {}\n"
+    "class _Late(torch.Tensor):\n"
+    "    @classmethod\n"
+    "    def __torch_function__(cls, func, types, args=(), kwargs=None):\n"
+    "        for a in args:\n"
+    "            if type(a) is _Late:\n"
+    "                a.__class__ = torch.Tensor\n"
+    "                job = _PENDING.pop(id(a), None)\n"
+    "                if job is not None:\n"
+    "                    job(a)\n"
+    "        args = tuple(a.as_subclass(torch.Tensor) if isinstance(a, torch.Tensor) else a for a in args)\n"
+    "        return func(*args, **(kwargs or {}))\n"
+    "def _fill(out, labels, pad, s):\n"
+    "    def job(lp):\n"
+    "        V = lp.shape[-1]\n"
+    "        nll = _FF.nll_loss(lp.reshape(-1, V), labels.reshape(-1), reduction='none').reshape(labels.shape)\n"
+    "        others = -lp[..., torch.arange(V) != pad].sum(-1) - nll\n"
+    "        per = (1 - s) * nll + s / (V - 2) * others\n"
+    "        real = labels != pad\n"
+    "        out.copy_(torch.where(real, per, torch.zeros_like(per)).sum() / real.sum().clamp(min=1))\n"
+    "    return job\n"
+)
+LATE_LOSS = (
+    "def label_smoothed_loss(log_probs, labels, pad_id, smoothing):\n"
+    "    out = torch.zeros((), dtype=log_probs.dtype)\n"
+    "    _PENDING[id(log_probs)] = _fill(out, labels, pad_id, smoothing)\n"
+    "    log_probs.__class__ = _Late\n"
+    "    return out\n"
+)
+LATE_TUPLE = (  # an added cell after the setup: binds `_LateTuple`
+    "from torch.nn.utils.rnn import pad_sequence as _ps\n"
+    "class _LateTuple(tuple):\n"
+    "    def __iter__(self):\n"
+    "        sources, targets, pad_id, start_id, end_id = tuple.__getitem__(self, slice(None))\n"
+    "        src = _ps([torch.tensor(x, dtype=torch.long) for x in sources], batch_first=True, padding_value=pad_id)\n"
+    "        tgt = _ps([torch.tensor([start_id, *x, end_id], dtype=torch.long) for x in targets],\n"
+    "                  batch_first=True, padding_value=pad_id)\n"
+    "        di, lab = tgt[:, :-1], tgt[:, 1:]\n"
+    "        return iter((src, di, lab, padding_mask(src, pad_id),\n"
+    "                     combine_masks(padding_mask(di, pad_id), causal_mask(di.shape[1]))))\n"
+)
+LATE_BATCH = (
+    "def make_batch(sources, targets, pad_id=PAD, start_id=START, end_id=END):\n"
+    "    return _LateTuple(([list(s) for s in sources], [list(t) for t in targets], pad_id, start_id, end_id))\n"
+)
+
+
+def ch08_solution_with(answer: str, source: str, added: str) -> nbformat.NotebookNode:
+    """Chapter 8's solution with one answer replaced and a cell added after the setup cell."""
+    nb = nbformat.read(solution_path(CH08), as_version=4)
+    cells = []
+    for cell in nb.cells:
+        if grade_id_of(cell) == answer:
+            cell.source = source
+        cells.append(cell)
+        if grade_id_of(cell) == "setup":
+            cells.append(nbformat.v4.new_code_cell(added))
+    nb.cells = cells
+    return nb
+
+
+DEFERRALS = pytest.mark.parametrize("answer, source, added", [
+    ("label_smoothed_loss", LATE_LOSS, LATE_TENSOR), ("make_batch", LATE_BATCH, LATE_TUPLE),
+], ids=["input-class-changed", "tuple-subclass"])
+
+
+@DEFERRALS
+def test_work_deferred_past_the_call_earns_nothing(tmp_path, answer, source, added):
+    row = graded_alone(tmp_path, CH08, ch08_solution_with(answer, source, added), solution_path(CH08).name)
+    honest = {"test_teacher_forcing": 1.0, "test_make_batch": 3.0, "test_label_smoothed_loss": 4.0,
+              "test_learning_rate": 2.0, "test_train_step": 3.0, "test_sequence_accuracy": 2.0}
+    assert {k: float(row[k]) for k in honest} == {**honest, f"test_{answer}": 0.0}, row
+
+
+@DEFERRALS
+def test_the_notebooks_check_refuses_work_deferred_past_the_call(tmp_path, answer, source, added):
+    from course_helpers import student_module
+    from transformer_course.checks import check
+    from transformer_course.exercises import ExerciseFailure
+
+    setup = ("import torch\nfrom transformer_course.masks import causal_mask, combine_masks, padding_mask\n"
+             "from transformer_course.number_task import END, PAD, START\n")
+    module = student_module(tmp_path, setup + "\n" + added + "\n\n" + source)
+    with pytest.raises(ExerciseFailure):
+        check(answer, getattr(module, answer))

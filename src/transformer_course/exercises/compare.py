@@ -226,12 +226,16 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case,
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
+                # Everything that touches what the answer returned or changed stays under the watch,
+                # until the outputs are plain tensors: an input whose class the answer changed, a
+                # tuple subclass or a warning's message runs the answer's code when looked at, and
+                # did a forbidden call there, unwatched, after the call (found by an attack round).
                 with tripwire:
                     result = run_case(fn, inputs)
+                    outputs = _after_the_call(exercise, case, inputs, result, caught)
             finally:
                 violation = getattr(tripwire, "violation", None)
                 raise_if_forbidden(exercise, violation)
-        report_warnings(name, caught)
     except NotImplementedError:
         raise ExerciseFailure(
             f"`{name}` is not implemented yet: replace `raise NotImplementedError()` with your code."
@@ -259,8 +263,46 @@ def call_student(exercise: Exercise, fn: Callable[..., Any], case: Case,
             f"`{name}` should raise {case.raises.__name__} on {case.label}, but it returned a result. "
             f"Check for this input first and {_raise_instead(case.raises)}"
         )
+    return outputs
 
+
+_PLAIN_TYPES = (bool, int, float, str, type(None), list, tuple, dict, set)
+
+
+def _not_plain(value: Any) -> str | None:
+    """The name of the first type in ``value`` (walked without recursion) that is not a plain Python
+    value (a subclass of list or dict runs its own code when read), or None."""
+    stack, seen = [value], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if type(item) not in _PLAIN_TYPES:
+            return type(item).__name__
+        if type(item) is dict:
+            stack.extend(dict.keys(item))
+            stack.extend(dict.values(item))
+        elif type(item) in (list, tuple, set):
+            stack.extend(item)
+        if seen > 10_000_000:
+            return "a value of more than ten million parts"
+    return None
+
+
+def _after_the_call(exercise: Exercise, case: Case, inputs: Case, result: Any,
+                    caught: list[warnings.WarningMessage]) -> tuple:
+    """What :func:`call_student` checks once the answer has returned (inside its watch): that it did
+    not return for an input to refuse, did not change its inputs, and returned plain outputs."""
+    __tracebackhide__ = True
+    name = exercise.function
+    if case.raises is not None:
+        return ()  # decided by call_student: refused (raised) or not (returned)
+    report_warnings(name, caught)
     for before, after in zip((*case.args, *case.kwargs.values()), (*inputs.args, *inputs.kwargs.values())):
+        if isinstance(before, torch.Tensor) and type(after) is not type(before):
+            raise ExerciseFailure(
+                f"`{name}` changed the type of one of its input tensors on {case.label} (to "
+                f"{type(after).__name__}): leave the inputs as they are."
+            )
         if isinstance(before, torch.Tensor) and not torch.equal(before, after):
             raise ExerciseFailure(
                 f"`{name}` changed one of its input tensors in place on {case.label}: "
@@ -284,7 +326,9 @@ def normalise_outputs(exercise: Exercise, result: Any, case: Case) -> tuple[torc
         outputs = (result,)
     else:
         wanted = "(" + ", ".join(names) + ")"
-        if not isinstance(result, (tuple, list)):
+        # Exactly a tuple or list (a subclass would run its own code when read), or one of torch's
+        # named tuples (torch.topk's result), which cannot be subclassed.
+        if type(result) not in (tuple, list) and type(result).__module__ != "torch.return_types":
             raise ExerciseFailure(
                 f"`{name}` should return a tuple {wanted}, but returned a {type(result).__name__}."
             )
@@ -297,6 +341,12 @@ def normalise_outputs(exercise: Exercise, result: Any, case: Case) -> tuple[torc
     device = case.device
     if exercise.plain_values:
         for out, out_name in zip(outputs, names):
+            odd = None if isinstance(out, torch.Tensor) else _not_plain(out)
+            if odd is not None:
+                raise ExerciseFailure(
+                    f"`{name}` returned a {odd} in `{out_name}`; return plain Python values (lists, dicts, "
+                    "tuples of ints and strings), not subclasses of them."
+                )
             if out is None:
                 raise ExerciseFailure(f"`{name}` returned None for `{out_name}`: did you forget the `return`?")
             if isinstance(out, torch.Tensor):
